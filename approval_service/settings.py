@@ -1,0 +1,51 @@
+"""The one settings object, read from ``MIAOPI_*`` environment variables.
+
+Built at start-up by whoever starts the process (CLI command, ASGI factory),
+never at import time, so tests can build their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_VAR_DIR = Path("var")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MIAOPI_", extra="ignore")
+
+    database_url: str = Field(
+        default=f"sqlite:///{DEFAULT_VAR_DIR / 'miaopi.sqlite3'}",
+        description="Database URL: postgresql://user@host/db or sqlite:///path",
+    )
+    redis_url: str | None = Field(default=None, description="Redis for the fact cache")
+    api_keys: str = Field(default="", description="comma-separated channel:key pairs")
+    rules_dir: Path = Field(default=Path("rules"), description="folder of policy files")
+    city_prefix: str = Field(default="3416", description="hukou region prefix of the city")
+    province_prefix: str = Field(default="34", description="hukou region prefix of the province")
+    timezone: str = Field(default="Asia/Shanghai", description="zone of the business date")
+    holidays_dir: Path | None = Field(
+        default=None, description="folder of published holiday schedules (YYYY.json)"
+    )
+
+    @field_validator("city_prefix", "province_prefix")
+    @classmethod
+    def _digits(cls, value: str) -> str:
+        if not value.isdigit() or not 1 <= len(value) <= 6:
+            raise ValueError("must be 1 to 6 digits, like 3416")
+        return value
+
+    def channel_keys(self) -> dict[str, str]:
+        """``{key: channel}`` from ``MIAOPI_API_KEYS``; raises ValueError on a bad pair."""
+        keys: dict[str, str] = {}
+        for pair in filter(None, (p.strip() for p in self.api_keys.split(","))):
+            channel, sep, key = pair.partition(":")
+            if not sep or not channel or not key:
+                raise ValueError(
+                    f"MIAOPI_API_KEYS: {pair!r} is not channel:key (example: portal:s3cret)"
+                )
+            keys[key] = channel
+        return keys
