@@ -1,0 +1,240 @@
+"""The fact cache: Redis when configured, in-process otherwise; never staler than the registry.
+
+Freshness protocol (stamp-validated entries)
+--------------------------------------------
+Every registry change to a person bumps ``fact_versions.version`` for that person
+*in the same transaction* (the issuance primitives do it themselves; see
+:mod:`data_lookups.issuance`), and every import bumps ``registry_state.epoch`` in
+the import's transaction. ``(epoch, version)`` is the person's :class:`Stamp`.
+
+A cache entry holds a fact bundle together with the stamp it was read at, both
+from the same database snapshot. A read:
+
+1. reads the current stamp from the database (one primary-key lookup);
+2. reads the entry from the cache, and uses it only if its stamp is equal;
+3. otherwise gathers the bundle and its stamp from one snapshot and stores both.
+
+Why no stale read is possible: stamps only grow, and a committed change to a
+person makes their stamp differ from every stamp read before the commit. A read
+that starts after the commit (step 1) sees the new stamp, and an entry carries
+that stamp only if its bundle was read from a snapshot that already holds the
+change. Writers need not reach the cache at all, so this holds across service
+processes, for the import command running in another process, after a crash
+between commit and invalidation, and when Redis was down during a write and
+comes back with old entries. An entry written late with an old stamp can only
+cause a miss, never a stale hit. ``invalidate`` only frees memory early.
+
+The price is one small database read per decision besides the cache read; the
+saving is the full gather (nine tables). Redis being down only costs speed: it is
+skipped (one warning per outage, no personal data) and retried after a second.
+A cold burst for one person sends one gather to the database per process
+(single-flight per person and stamp).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from concurrent.futures import Future
+from typing import Any, Protocol
+
+import orjson
+import redis
+
+from data_lookups.facts import ALL_FACTS, Facts, SqlFactSource, Stamp, decode_fact, encode_fact
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TTL_SECONDS = 3600
+
+
+class FactCache(Protocol):
+    """Where fact bundles are kept, keyed by ID number and validated by stamp."""
+
+    def get(self, id_number: str, stamp: Stamp) -> Facts | None:
+        """The bundle stored for the person if it was read at ``stamp``, else None."""
+        ...
+
+    def put(self, id_number: str, stamp: Stamp, bundle: Facts) -> None: ...
+
+    def invalidate(self, id_numbers: Iterable[str]) -> None:
+        """Drop entries early (freshness never depends on it: stamps do)."""
+        ...
+
+
+class MemoryFactCache:
+    """An in-process, thread-safe LRU of fact bundles."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._entries: OrderedDict[str, tuple[Stamp, Facts]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._max = max_entries
+
+    def get(self, id_number: str, stamp: Stamp) -> Facts | None:
+        with self._lock:
+            entry = self._entries.get(id_number)
+            if entry is None or entry[0] != stamp:
+                return None
+            self._entries.move_to_end(id_number)
+            return entry[1]
+
+    def put(self, id_number: str, stamp: Stamp, bundle: Facts) -> None:
+        with self._lock:
+            current = self._entries.get(id_number)
+            if current is not None and current[0] > stamp:
+                return  # keep the newer entry
+            self._entries[id_number] = (stamp, bundle)
+            self._entries.move_to_end(id_number)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+    def invalidate(self, id_numbers: Iterable[str]) -> None:
+        with self._lock:
+            for id_number in id_numbers:
+                self._entries.pop(id_number, None)
+
+
+def _encode_bundle(stamp: Stamp, bundle: Facts) -> bytes:
+    facts = {name: encode_fact(name, value) for name, value in bundle.items()}
+    return orjson.dumps({"s": list(stamp), "f": facts})
+
+
+def _decode_bundle(payload: bytes, stamp: Stamp) -> Facts | None:
+    data = orjson.loads(payload)
+    if tuple(data["s"]) != tuple(stamp):
+        return None
+    return {name: decode_fact(name, raw) for name, raw in data["f"].items()}
+
+
+class RedisFactCache:
+    """Fact bundles in Redis under ``{prefix}facts:{id_number}``, shared by processes.
+
+    Any Redis failure is logged once per outage and turns the cache off for
+    ``retry_after`` seconds: reads miss and writes are skipped, so decisions
+    keep coming from the database. The next attempt after that reconnects.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "miaopi:",
+        ttl_seconds: int = DEFAULT_TTL_SECONDS,
+        retry_after: float = 1.0,
+        timeout: float = 0.5,
+    ) -> None:
+        self._client = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=0
+        )
+        self._prefix = prefix
+        self._ttl = ttl_seconds
+        self._retry_after = retry_after
+        self._down_until = 0.0
+        self._down = False
+        self._lock = threading.Lock()
+
+    def _key(self, id_number: str) -> str:
+        return f"{self._prefix}facts:{id_number}"
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, error: Exception) -> None:
+        with self._lock:
+            self._down_until = time.monotonic() + self._retry_after
+            if not self._down:
+                self._down = True
+                log.warning(
+                    "fact cache (Redis) unreachable, serving from the database: %s",
+                    type(error).__name__,
+                )
+
+    def _succeeded(self) -> None:
+        if self._down:
+            with self._lock:
+                if self._down:
+                    self._down = False
+                    log.warning("fact cache (Redis) reachable again")
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if not self.available:
+            return None
+        try:
+            result = getattr(self._client, method)(*args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
+            self._failed(error)
+            return None
+        self._succeeded()
+        return result
+
+    def get(self, id_number: str, stamp: Stamp) -> Facts | None:
+        payload = self._call("get", self._key(id_number))
+        return None if payload is None else _decode_bundle(payload, stamp)
+
+    def put(self, id_number: str, stamp: Stamp, bundle: Facts) -> None:
+        self._call("set", self._key(id_number), _encode_bundle(stamp, bundle), ex=self._ttl)
+
+    def invalidate(self, id_numbers: Iterable[str]) -> None:
+        keys = [self._key(i) for i in id_numbers]
+        if keys:
+            self._call("delete", *keys)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def make_fact_cache(redis_url: str | None, *, prefix: str = "miaopi:") -> FactCache:
+    """Redis when a URL is configured (``MIAOPI_REDIS_URL``), in-process otherwise."""
+    if redis_url:
+        return RedisFactCache(redis_url, prefix=prefix)
+    return MemoryFactCache()
+
+
+class CachedFactSource:
+    """A :class:`SqlFactSource` with a cache in front (see the module docstring).
+
+    A cache entry holds the whole person bundle, so any policy's facts come from it.
+    """
+
+    def __init__(self, inner: SqlFactSource, cache: FactCache) -> None:
+        self._inner = inner
+        self.cache = cache
+        self._flights: dict[tuple[str, Stamp], Future[Facts]] = {}
+        self._flights_lock = threading.Lock()
+
+    def gather(self, id_number: str, names: frozenset[str]) -> Facts:
+        stamp = self._inner.stamp(id_number)
+        bundle = self.cache.get(id_number, stamp)
+        if bundle is None:
+            bundle = self._load(id_number, stamp)
+        return {name: bundle[name] for name in names}
+
+    def invalidate(self, id_numbers: Iterable[str]) -> None:
+        self.cache.invalidate(id_numbers)
+
+    def _load(self, id_number: str, stamp: Stamp) -> Facts:
+        """Gather once per (person, stamp) in this process, however many threads ask."""
+        key = (id_number, stamp)
+        with self._flights_lock:
+            flight = self._flights.get(key)
+            leader = flight is None
+            if flight is None:
+                flight = Future()
+                self._flights[key] = flight
+        if not leader:
+            return flight.result()
+        try:
+            read_stamp, bundle = self._inner.gather_stamped(id_number, ALL_FACTS)
+            self.cache.put(id_number, read_stamp, bundle)
+            flight.set_result(bundle)
+            return bundle
+        except BaseException as error:
+            flight.set_exception(error)
+            raise
+        finally:
+            with self._flights_lock:
+                self._flights.pop(key, None)

@@ -1,0 +1,246 @@
+"""Fact assembly: the catalogue's facts for one person, from the registry database.
+
+``FactSource.gather(id_number, names)`` returns exactly the names asked for, in
+the shapes of :mod:`data_lookups.catalogue`:
+
+- ``record?`` facts (``person``, ``photo``, ``fund``): a dict of the catalogue's
+  fields, or ``None`` when the registry has no row;
+- ``list`` facts (``low_income``, ``allowances``, ``cards``, ``properties``,
+  ``spouse_properties``): a list of such dicts, possibly empty, in a stable order
+  (cards by ``issued_on``, allowances by ``start_date``);
+- ``retired_on``: a ``date`` or ``None``.
+
+Values are ``datetime.date``, ``decimal.Decimal`` (money), ``int``, ``bool`` and
+``str``. The dicts are shared with the cache: treat them as read-only.
+
+:class:`SqlFactSource` reads everything asked for, together with the person's
+:class:`Stamp`, from one snapshot: on PostgreSQL a single statement (one round
+trip) that builds the records as JSON; on SQLite a few statements in one read
+transaction (in-process, no round trips).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import date
+from decimal import Decimal
+from typing import Any, NamedTuple, Protocol
+
+from sqlalchemy import Connection, Engine, text
+
+from approval_service.errors import FactsError
+from data_lookups.catalogue import FACTS
+from data_lookups.database import is_postgres, unavailable_as_registry_error
+
+Facts = dict[str, object]
+
+#: every fact the catalogue defines; what a cache entry holds
+ALL_FACTS: frozenset[str] = frozenset(FACTS)
+
+
+class Stamp(NamedTuple):
+    """The registry state of one person: import epoch and personal version.
+
+    Every change to the person's rows bumps ``version`` in the same transaction;
+    every import bumps ``epoch``. Two equal stamps mean equal facts.
+    """
+
+    epoch: int
+    version: int
+
+
+class FactSource(Protocol):
+    """Anything that can gather facts for a person (a database, a cache in front of one)."""
+
+    def gather(self, id_number: str, names: frozenset[str]) -> Facts: ...
+
+
+# fact -> (table, WHERE clause on :id, ORDER BY or None)
+_QUERIES: dict[str, tuple[str, str, str | None]] = {
+    "person": ("population", "id_number = :id", None),
+    "low_income": ("low_income", "id_number = :id", "since"),
+    "allowances": ("allowances", "id_number = :id", "start_date, id"),
+    "cards": ("senior_cards", "id_number = :id", "issued_on, card_no"),
+    "photo": ("photos", "id_number = :id", None),
+    "fund": ("fund_accounts", "id_number = :id", None),
+    "properties": ("properties", "id_number = :id", "property_id"),
+    "spouse_properties": (
+        "properties",
+        "id_number = (SELECT spouse_id_number FROM marriages WHERE id_number = :id)",
+        "property_id",
+    ),
+    "retired_on": ("social_security", "id_number = :id", None),
+}
+_STAMP_SQL = (
+    "SELECT (SELECT epoch FROM registry_state WHERE id = 1), "
+    "(SELECT version FROM fact_versions WHERE id_number = :id)"
+)
+
+
+def _to_date(value: Any) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(value)
+
+
+def _to_money(value: Any) -> Decimal | None:
+    if value is None or isinstance(value, Decimal):
+        return value
+    if isinstance(value, float):  # SQLite stores NUMERIC as REAL; 14 digits survive exactly
+        return Decimal(f"{value:.2f}")
+    return Decimal(value).quantize(Decimal("0.01"))
+
+
+def _to_bool(value: Any) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _to_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _to_text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+_CONVERTERS: dict[str, Callable[[Any], object]] = {
+    "date": _to_date,
+    "money": _to_money,
+    "bool": _to_bool,
+    "int": _to_int,
+    "text": _to_text,
+}
+
+
+def _fields(name: str) -> list[tuple[str, Callable[[Any], object]]]:
+    return [(f, _CONVERTERS[t.rstrip("?")]) for f, t in FACTS[name][1].items()]
+
+
+_FIELDS = {name: _fields(name) for name in FACTS}
+
+
+def decode_record(name: str, raw: dict[str, Any]) -> dict[str, object]:
+    """A record of fact ``name`` with catalogue types, from JSON-ish or database values."""
+    return {f: conv(raw.get(f)) for f, conv in _FIELDS[name]}
+
+
+def decode_fact(name: str, raw: Any) -> object:
+    """One fact's value with catalogue types (``raw`` as read from JSON or the database)."""
+    shape = FACTS[name][0]
+    if shape == "list":
+        return [decode_record(name, r) for r in (raw or [])]
+    if shape == "record?":
+        return None if raw is None else decode_record(name, raw)
+    return _CONVERTERS[shape.rstrip("?")](raw)
+
+
+def encode_fact(name: str, value: object) -> object:
+    """The JSON-friendly form of a fact (dates ISO, money strings); :func:`decode_fact` inverts."""
+    shape = FACTS[name][0]
+    if shape == "list":
+        return [_encode_record(r) for r in value]  # type: ignore[attr-defined]
+    if shape == "record?":
+        return None if value is None else _encode_record(value)  # type: ignore[arg-type]
+    return _encode_value(value)
+
+
+def _encode_record(record: dict[str, object]) -> dict[str, object]:
+    return {k: _encode_value(v) for k, v in record.items()}
+
+
+def _encode_value(value: object) -> object:
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def check_names(names: Iterable[str]) -> frozenset[str]:
+    names = frozenset(names)
+    unknown = names - ALL_FACTS
+    if unknown:
+        raise FactsError(f"unknown facts {sorted(unknown)}; the catalogue has {sorted(FACTS)}")
+    return names
+
+
+def _pg_json(name: str) -> str:
+    table, where, order = _QUERIES[name]
+    shape, fields = FACTS[name]
+    if shape not in ("list", "record?"):
+        return f"(SELECT {name} FROM {table} WHERE {where})"
+    cast = {"money": "::text"}
+    pairs = ", ".join(f"'{f}', {f}{cast.get(t.rstrip('?'), '')}" for f, t in fields.items())
+    if shape == "record?":
+        return f"(SELECT json_build_object({pairs}) FROM {table} WHERE {where})"
+    order_by = f" ORDER BY {order}" if order else ""
+    return (
+        f"(SELECT coalesce(json_agg(json_build_object({pairs}){order_by}), '[]'::json) "
+        f"FROM {table} WHERE {where})"
+    )
+
+
+class SqlFactSource:
+    """Facts straight from the registry database (see the module docstring)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._postgres = is_postgres(engine)
+        self._pg_sql: dict[frozenset[str], tuple[list[str], Any]] = {}
+
+    def gather(self, id_number: str, names: frozenset[str]) -> Facts:
+        return self.gather_stamped(id_number, names)[1]
+
+    def stamp(self, id_number: str) -> Stamp:
+        """The person's current :class:`Stamp` (one primary-key read)."""
+        with unavailable_as_registry_error(), self._engine.connect() as conn:
+            epoch, version = conn.execute(text(_STAMP_SQL), {"id": id_number}).one()
+            conn.rollback()
+        return Stamp(int(epoch), int(version or 0))
+
+    def gather_stamped(self, id_number: str, names: frozenset[str]) -> tuple[Stamp, Facts]:
+        """The facts asked for and the stamp they were read at, from one snapshot."""
+        names = check_names(names)
+        with unavailable_as_registry_error(), self._engine.connect() as conn:
+            if self._postgres:
+                result = self._gather_pg(conn, id_number, names)
+            else:
+                result = self._gather_sqlite(conn, id_number, names)
+            conn.rollback()
+        return result
+
+    def _gather_pg(
+        self, conn: Connection, id_number: str, names: frozenset[str]
+    ) -> tuple[Stamp, Facts]:
+        prepared = self._pg_sql.get(names)
+        if prepared is None:
+            ordered = sorted(names)
+            columns = [_STAMP_SQL.removeprefix("SELECT ")] + [_pg_json(n) for n in ordered]
+            prepared = (ordered, text("SELECT " + ", ".join(columns)))
+            self._pg_sql[names] = prepared
+        ordered, statement = prepared
+        row = conn.execute(statement, {"id": id_number}).one()
+        stamp = Stamp(int(row[0]), int(row[1] or 0))
+        return stamp, {n: decode_fact(n, row[i + 2]) for i, n in enumerate(ordered)}
+
+    def _gather_sqlite(
+        self, conn: Connection, id_number: str, names: frozenset[str]
+    ) -> tuple[Stamp, Facts]:
+        params = {"id": id_number}
+        epoch, version = conn.execute(text(_STAMP_SQL), params).one()
+        facts: Facts = {}
+        for name in sorted(names):
+            table, where, order = _QUERIES[name]
+            shape, fields = FACTS[name]
+            cols = ", ".join(fields) if fields else name
+            order_by = f" ORDER BY {order}" if order else ""
+            rows = conn.execute(text(f"SELECT {cols} FROM {table} WHERE {where}{order_by}"), params)
+            if shape == "list":
+                facts[name] = [decode_record(name, dict(r._mapping)) for r in rows]
+            elif shape == "record?":
+                first = rows.first()
+                facts[name] = None if first is None else decode_record(name, dict(first._mapping))
+            else:
+                value = rows.scalar()
+                facts[name] = decode_fact(name, value)
+        return Stamp(int(epoch), int(version or 0)), facts

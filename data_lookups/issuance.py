@@ -1,0 +1,216 @@
+"""Issuing results into the registries, inside the caller's transaction.
+
+Each primitive takes an open :class:`~sqlalchemy.Connection` whose transaction
+the caller owns, so the decision record can be written and committed together
+with what was issued. Each one:
+
+- runs in a SAVEPOINT, so that a constraint violation (already active, already
+  valid, balance changed) raises :class:`IssuanceConflict` and leaves the
+  caller's transaction usable (to record a rejection instead, or roll back);
+- bumps the person's ``fact_versions`` row in the same transaction, so that no
+  cached fact bundle read before the commit is used after it (see
+  :mod:`data_lookups.fact_cache`). Calling ``cache.invalidate`` after the commit
+  is optional: it frees the entry early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import date
+from decimal import Decimal
+from typing import TypeVar
+
+from sqlalchemy import Connection, exc, insert, select, text, update
+
+from approval_service.errors import IssuanceConflict
+from data_lookups.id_numbers import mask_id
+from data_lookups.models import (
+    CARD_NO_PREFIX,
+    Allowance,
+    FundAccount,
+    FundWithdrawal,
+    SeniorCard,
+)
+
+T = TypeVar("T")
+_BUMP = (
+    "INSERT INTO fact_versions (id_number, version) VALUES (:id, 1) "
+    "ON CONFLICT (id_number) DO UPDATE SET version = fact_versions.version + 1"
+)
+
+
+def bump_versions(conn: Connection, id_numbers: Iterable[str]) -> None:
+    """Mark the people's registry rows as changed (call in the changing transaction)."""
+    params = [{"id": i} for i in sorted(set(id_numbers))]
+    if params:
+        conn.execute(text(_BUMP), params)
+
+
+def _in_savepoint(conn: Connection, what: str, work: Callable[[], T]) -> T:
+    try:
+        with conn.begin_nested():
+            return work()
+    except exc.IntegrityError as error:
+        raise IssuanceConflict(f"{what}: would break a registry constraint") from error
+
+
+def issue_allowance(
+    conn: Connection,
+    id_number: str,
+    start_date: date,
+    monthly_amount: Decimal,
+    application_id: str | None,
+) -> None:
+    """Create the person's active allowance; :class:`IssuanceConflict` if one is active."""
+
+    def work() -> None:
+        conn.execute(
+            insert(Allowance).values(
+                id_number=id_number,
+                status="active",
+                start_date=start_date,
+                monthly_amount=monthly_amount,
+                source="miaopi",
+                application_id=application_id,
+            )
+        )
+        bump_versions(conn, [id_number])
+
+    _in_savepoint(conn, f"allowance for {mask_id(id_number)} (one is already active)", work)
+
+
+def _next_card_no(conn: Connection) -> str:
+    while True:
+        if conn.dialect.name == "postgresql":
+            number = conn.execute(text("SELECT nextval('card_no_seq')")).scalar_one()
+        else:
+            number = conn.execute(
+                text(
+                    "UPDATE card_no_counter SET last_value = last_value + 1 WHERE id = 1 "
+                    "RETURNING last_value"
+                )
+            ).scalar_one()
+        card_no = f"{CARD_NO_PREFIX}{int(number):010d}"
+        taken = conn.execute(select(SeniorCard.card_no).where(SeniorCard.card_no == card_no))
+        if taken.first() is None:  # an imported card may use the same number: skip it
+            return card_no
+
+
+def issue_card(
+    conn: Connection,
+    id_number: str,
+    card_type: str,
+    issued_on: date,
+    expires_on: date,
+    application_id: str | None,
+) -> str:
+    """Create a valid card and return its new, never reused number.
+
+    :class:`IssuanceConflict` if the person already holds a valid card (cancel it first).
+    """
+
+    def work() -> str:
+        card_no = _next_card_no(conn)
+        conn.execute(
+            insert(SeniorCard).values(
+                card_no=card_no,
+                id_number=id_number,
+                card_type=card_type,
+                status="valid",
+                issued_on=issued_on,
+                expires_on=expires_on,
+                source="miaopi",
+                application_id=application_id,
+            )
+        )
+        bump_versions(conn, [id_number])
+        return card_no
+
+    return _in_savepoint(conn, f"card for {mask_id(id_number)} (one is already valid)", work)
+
+
+def cancel_card(conn: Connection, card_no: str, reason: str, on: date) -> None:
+    """Cancel a valid card as ``lost`` or ``renewed``; :class:`IssuanceConflict` if not valid."""
+    if reason not in ("lost", "renewed"):
+        raise ValueError("reason must be 'lost' or 'renewed'")
+
+    def work() -> None:
+        holder = conn.execute(
+            update(SeniorCard)
+            .where(SeniorCard.card_no == card_no, SeniorCard.status == "valid")
+            .values(status="cancelled", cancel_reason=reason, cancelled_on=on)
+            .returning(SeniorCard.id_number)
+        ).scalar_one_or_none()
+        if holder is None:
+            raise IssuanceConflict(f"card {card_no} is not a valid card")
+        bump_versions(conn, [holder])
+
+    _in_savepoint(conn, f"cancelling card {card_no}", work)
+
+
+def _withdraw(
+    conn: Connection,
+    id_number: str,
+    amount: Decimal,
+    on: date,
+    application_id: str | None,
+    kind: str,
+) -> None:
+    account = FundAccount.__table__.c
+    if kind == "rent":
+        statement = (
+            update(FundAccount)
+            .where(
+                account.id_number == id_number,
+                account.status == "normal",
+                account.balance >= amount,
+            )
+            .values(balance=account.balance - amount, last_rent_withdrawal_date=on)
+        )
+    else:
+        statement = (
+            update(FundAccount)
+            .where(
+                account.id_number == id_number,
+                account.status.not_in(("closed", "frozen")),
+                account.balance == amount,
+            )
+            .values(balance=Decimal("0.00"), status="closed")
+        )
+    if conn.execute(statement.returning(account.id_number)).first() is None:
+        raise IssuanceConflict(
+            f"{kind} withdrawal for {mask_id(id_number)}: the account is not in a state "
+            "that allows it (status or balance changed)"
+        )
+    conn.execute(
+        insert(FundWithdrawal).values(
+            id_number=id_number,
+            kind=kind,
+            amount=amount,
+            withdrawn_on=on,
+            application_id=application_id,
+        )
+    )
+    bump_versions(conn, [id_number])
+
+
+def record_rent_withdrawal(
+    conn: Connection, id_number: str, amount: Decimal, on: date, application_id: str | None
+) -> None:
+    """Record a rent withdrawal: lower the balance, set the last rent withdrawal date."""
+    _in_savepoint(
+        conn,
+        f"rent withdrawal for {mask_id(id_number)}",
+        lambda: _withdraw(conn, id_number, amount, on, application_id, "rent"),
+    )
+
+
+def close_fund_for_retirement(
+    conn: Connection, id_number: str, amount: Decimal, on: date, application_id: str | None
+) -> None:
+    """Pay out the whole balance (``amount`` must equal it) and close the account."""
+    _in_savepoint(
+        conn,
+        f"retirement withdrawal for {mask_id(id_number)}",
+        lambda: _withdraw(conn, id_number, amount, on, application_id, "retirement"),
+    )
