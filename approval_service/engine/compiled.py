@@ -90,18 +90,30 @@ def generate(policy: Policy, trace: bool) -> tuple[str, dict[str, Any]]:
             emit(indent, f"if not {test}:")
             w(f"{indent}    {target}.append({reason})")
             continue
-        head = gen.const({"code": condition.code, "require": condition.require.source, "on_fail": condition.on_fail})
+        head = gen.const(
+            {
+                "code": condition.code,
+                "require": condition.require.source,
+                "on_fail": condition.on_fail,
+            }
+        )
         points = trace_points(condition.require.node, condition.require.source)
         values = ", ".join(f"{text!r}: {_safe(gen, node)}" for text, node in points)
         emit(indent, f"_ok = bool({test})")
         w(f"{indent}if not _ok:")
         w(f"{indent}    {target}.append({reason})")
-        emit(indent, f"_trace.append({{**{head}, 'outcome': 'passed' if _ok else 'failed', 'values': {{{values}}}}})")
+        emit(
+            indent,
+            f"_trace.append({{**{head}, 'outcome': 'passed' if _ok else 'failed', "
+            f"'values': {{{values}}}}})",
+        )
         if guard:
             names = ", ".join(repr(r) for r in sorted(condition.require.reads))
             w("    else:")
-            w(f"        _trace.append({{**{head}, 'outcome': 'skipped', "
-              f"'absent': [_n for _n in ({names},) if facts[_n] is None], 'values': {{}}}})")
+            w(
+                f"        _trace.append({{**{head}, 'outcome': 'skipped', "
+                f"'absent': [_n for _n in ({names},) if facts[_n] is None], 'values': {{}}}})"
+            )
     tail = ", 'trace': _trace" if trace else ""
     w("    if _rej:")
     w(f"        return {{'decision': 'rejected', 'reasons': _rej, 'result': {{}}{tail}}}")
@@ -111,14 +123,22 @@ def generate(policy: Policy, trace: bool) -> tuple[str, dict[str, Any]]:
     for field in policy.result:
         code = gen.expr(field.expr.node)
         if field.expr.type.kind == "money":
-            code = f"{code}.quantize(_CENT, _HALF_UP)" if ExprGen.is_decimal(field.expr.node) else f"_money({code})"
+            code = (
+                f"{code}.quantize(_CENT, _HALF_UP)"
+                if ExprGen.is_decimal(field.expr.node)
+                else f"_money({code})"
+            )
         fields.append(f"{field.name!r}: {code}")
-    emit("    ", f"return {{'decision': 'approved', 'reasons': [], 'result': {{{', '.join(fields)}}}{tail}}}")
+    emit(
+        "    ",
+        f"return {{'decision': 'approved', 'reasons': [], "
+        f"'result': {{{', '.join(fields)}}}{tail}}}",
+    )
 
     per_day = [f"p_{n}" for n in policy.parameters] + [f"h{i}" for i in range(len(gen.day_values))]
-    head = ["def decide(facts, today, form):"]
+    preamble = ["def decide(facts, today, form):"]
     if per_day:
-        head += [
+        preamble += [
             "    try:",
             "        _day = _DAYS[today]",
             "    except KeyError:",
@@ -135,7 +155,7 @@ def generate(policy: Policy, trace: bool) -> tuple[str, dict[str, Any]]:
         "    _DAYS[today] = _day",
         "    return _day",
     ]
-    source = "\n".join(resolve + [""] + head + body) + "\n"
+    source = "\n".join([*resolve, "", *preamble, *body]) + "\n"
     return source, gen.consts
 
 
@@ -153,19 +173,26 @@ class CompiledPolicy:
 
     def _build(self, source: str, consts: dict[str, Any]) -> Callable[..., dict[str, Any]]:
         namespace: dict[str, Any] = {
-            "_DAYS": {}, "_Decimal": Decimal, "_money": _money, "_CENT": _CENT,
-            "_HALF_UP": ROUND_HALF_UP, "_EMPTY": {},
+            "_DAYS": {},
+            "_Decimal": Decimal,
+            "_money": _money,
+            "_CENT": _CENT,
+            "_HALF_UP": ROUND_HALF_UP,
+            "_EMPTY": {},
             **{f"_fn_{n}": f.impl for n, f in FUNCTIONS.items()},
             **{f"_PARAM_{n}": p.value_on for n, p in self.policy.parameters.items()},
             **consts,
         }
         code = compile(source, f"<policy {self.policy.item} {self.policy.version}>", "exec")
-        exec(code, namespace)  # noqa: S102 - source written by the generator from the checked tree
+        exec(code, namespace)
         fn: Callable[..., dict[str, Any]] = namespace["decide"]
         return fn
 
     def decide(
-        self, facts: Mapping[str, Any], today: date, form: Mapping[str, Any] | None = None,
+        self,
+        facts: Mapping[str, Any],
+        today: date,
+        form: Mapping[str, Any] | None = None,
         trace: bool = False,
     ) -> dict[str, Any]:
         try:
@@ -173,4 +200,6 @@ class CompiledPolicy:
         except KeyError as exc:
             raise FactsError(f"{self.policy.item}: fact or field {exc} is missing") from exc
         except (TypeError, AttributeError) as exc:
-            raise FactsError(f"{self.policy.item}: facts do not have the declared types ({exc})") from exc
+            raise FactsError(
+                f"{self.policy.item}: facts do not have the declared types ({exc})"
+            ) from exc

@@ -39,15 +39,53 @@ def _max(a: Any, b: Any) -> Any:
 FUNCTIONS: dict[str, Function] = {
     f.name: f
     for f in (
-        Function("age_on", (DATE, DATE), INT, dates.age_on, "周岁: age on a date, from a birth date"),
-        Function("add_days", (DATE, INT), DATE, dates.add_days, "a date plus N days (N may be negative)"),
-        Function("add_months", (DATE, INT), DATE, dates.add_months, "a date plus N months, clamped to month end"),
-        Function("add_years", (DATE, INT), DATE, dates.add_years, "a date plus N years, clamped to month end"),
-        Function("month_start", (DATE,), DATE, dates.month_start, "the first day of the date's month"),
-        Function("next_month_start", (DATE,), DATE, dates.next_month_start, "the first day of the next month"),
-        Function("months_between", (DATE, DATE), INT, dates.months_between, "calendar months from the first date's month to the second's"),
-        Function("days_between", (DATE, DATE), INT, dates.days_between, "days from the first date to the second"),
-        Function("starts_with", (TEXT, TEXT), BOOL, _starts_with, "whether a text begins with a prefix"),
+        Function(
+            "age_on", (DATE, DATE), INT, dates.age_on, "周岁: age on a date, from a birth date"
+        ),
+        Function(
+            "add_days", (DATE, INT), DATE, dates.add_days, "a date plus N days (N may be negative)"
+        ),
+        Function(
+            "add_months",
+            (DATE, INT),
+            DATE,
+            dates.add_months,
+            "a date plus N months, clamped to month end",
+        ),
+        Function(
+            "add_years",
+            (DATE, INT),
+            DATE,
+            dates.add_years,
+            "a date plus N years, clamped to month end",
+        ),
+        Function(
+            "month_start", (DATE,), DATE, dates.month_start, "the first day of the date's month"
+        ),
+        Function(
+            "next_month_start",
+            (DATE,),
+            DATE,
+            dates.next_month_start,
+            "the first day of the next month",
+        ),
+        Function(
+            "months_between",
+            (DATE, DATE),
+            INT,
+            dates.months_between,
+            "calendar months from the first date's month to the second's",
+        ),
+        Function(
+            "days_between",
+            (DATE, DATE),
+            INT,
+            dates.days_between,
+            "days from the first date to the second",
+        ),
+        Function(
+            "starts_with", (TEXT, TEXT), BOOL, _starts_with, "whether a text begins with a prefix"
+        ),
         Function("min", ("ordered", "ordered"), "join", _min, "the smaller of two values"),
         Function("max", ("ordered", "ordered"), "join", _max, "the larger of two values"),
     )

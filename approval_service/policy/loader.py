@@ -22,7 +22,15 @@ from approval_service.errors import (
 )
 from approval_service.policy import ast
 from approval_service.policy.model import (
-    OUTCOMES, Condition, Define, Expr, FactDecl, FormField, Parameter, Policy, ResultField,
+    OUTCOMES,
+    Condition,
+    Define,
+    Expr,
+    FactDecl,
+    FormField,
+    Parameter,
+    Policy,
+    ResultField,
 )
 from approval_service.policy.parser import ExprSyntaxError, parse_expression
 from approval_service.policy.typecheck import Checker, ExprTypeError, Symbol, did_you_mean
@@ -30,9 +38,20 @@ from approval_service.policy.types import DATE, TEXT, Type, list_of, parse_scala
 from approval_service.policy.yamlsource import Mark, YList, YMap, load_yaml
 
 TOP_KEYS = {
-    "item": True, "name": True, "department": True, "version": True, "basis": True,
-    "description": False, "referral_working_days": False, "issue": False, "parameters": False,
-    "facts": True, "form": False, "define": False, "conditions": True, "result": False,
+    "item": True,
+    "name": True,
+    "department": True,
+    "version": True,
+    "basis": True,
+    "description": False,
+    "referral_working_days": False,
+    "issue": False,
+    "parameters": False,
+    "facts": True,
+    "form": False,
+    "define": False,
+    "conditions": True,
+    "result": False,
 }
 CONDITION_KEYS = {"code": True, "require": True, "on_fail": True, "message": True, "basis": True}
 PARAMETER_KEYS = {"label": True, "type": True, "values": True}
@@ -52,11 +71,14 @@ class _File:
 
     def mapping(self, value: Any, what: str, mark: Mark | None, keys: dict[str, bool]) -> YMap:
         if not isinstance(value, YMap):
-            raise PolicyDefinitionError(f"{what} must be a mapping (key: value lines)", self.at(mark))
+            raise PolicyDefinitionError(
+                f"{what} must be a mapping (key: value lines)", self.at(mark)
+            )
         for key in value:
             if key not in keys:
                 raise PolicyDefinitionError(
-                    f"unknown key `{key}` in {what}", self.at(value.key_marks[key]),
+                    f"unknown key `{key}` in {what}",
+                    self.at(value.key_marks[key]),
                     did_you_mean(str(key), list(keys)) or f"allowed: {', '.join(keys)}",
                 )
         for key, required in keys.items():
@@ -67,28 +89,38 @@ class _File:
     def text(self, table: YMap, key: str, what: str) -> str:
         value = table[key]
         if not isinstance(value, str | int) or isinstance(value, bool) or str(value).strip() == "":
-            raise PolicyDefinitionError(f"`{key}` of {what} must be non-empty text", self.at(table.value_marks[key]))
+            raise PolicyDefinitionError(
+                f"`{key}` of {what} must be non-empty text", self.at(table.value_marks[key])
+            )
         return str(value)
 
     def expr(self, source: Any, mark: Mark, checker: Checker, what: str) -> Expr:
         if not isinstance(source, str | int | bool):
-            raise PolicyDefinitionError(f"{what} must be an expression written as text", self.at(mark))
+            raise PolicyDefinitionError(
+                f"{what} must be an expression written as text", self.at(mark)
+            )
         text = str(source).lower() if isinstance(source, bool) else str(source)
         try:
             node = parse_expression(text)
         except ExprSyntaxError as exc:
-            raise PolicySyntaxError(f"{what}: {exc.message}", self._offset(mark, text, exc.offset), exc.suggestion) from None
+            raise PolicySyntaxError(
+                f"{what}: {exc.message}", self._offset(mark, text, exc.offset), exc.suggestion
+            ) from None
         try:
-            checked = checker.check(node)
+            checked = checker.check(node, text)
         except ExprTypeError as exc:
-            raise PolicyTypeError(f"{what}: {exc.message}", self._offset(mark, text, exc.node.start), exc.suggestion) from None
+            raise PolicyTypeError(
+                f"{what}: {exc.message}", self._offset(mark, text, exc.node.start), exc.suggestion
+            ) from None
         line = mark.line + (1 if mark.style in ("|", ">") else 0)
         return Expr(text, node, line, frozenset(checked.reads))
 
     def _offset(self, mark: Mark, text: str, offset: int) -> Location:
         if mark.style in ("|", ">"):
             before = text[:offset]
-            return Location(self.path, mark.line + 1 + before.count("\n"), len(before.rsplit("\n", 1)[-1]) + 1)
+            return Location(
+                self.path, mark.line + 1 + before.count("\n"), len(before.rsplit("\n", 1)[-1]) + 1
+            )
         quote = 1 if mark.style in ('"', "'") else 0
         return Location(self.path, mark.line, mark.column + quote + offset)
 
@@ -132,40 +164,65 @@ def load_policy_text(text: str, path: str, deployment: dict[str, str] | None = N
     for name, source in table.items():
         expr = f.expr(source, table.value_marks[name], checker, f"result `{name}`")
         if expr.type.kind in ("record", "list"):
-            raise PolicyTypeError(f"result `{name}` must be a single value, not {expr.type}", f.at(table.value_marks[name]))
+            raise PolicyTypeError(
+                f"result `{name}` must be a single value, not {expr.type}",
+                f.at(table.value_marks[name]),
+            )
         for needed in sorted(expr.reads - guaranteed):
             raise PolicyTypeError(
                 f"result `{name}` reads `{needed}`, which may be absent on approval",
-                f.at(table.value_marks[name]), f"add a condition `require: {needed} is present`",
+                f.at(table.value_marks[name]),
+                f"add a condition `require: {needed} is present`",
             )
         result.append(ResultField(str(name), expr))
 
     days = top.get("referral_working_days", 3)
     if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= 60:
-        raise PolicyDefinitionError("referral_working_days must be a whole number from 1 to 60", f.at(top.value_marks.get("referral_working_days")))
+        raise PolicyDefinitionError(
+            "referral_working_days must be a whole number from 1 to 60",
+            f.at(top.value_marks.get("referral_working_days")),
+        )
     return Policy(
-        item=f.text(top, "item", "the policy"), name=f.text(top, "name", "the policy"),
-        department=f.text(top, "department", "the policy"), version=f.text(top, "version", "the policy"),
-        basis=f.text(top, "basis", "the policy"), description=str(top.get("description") or ""),
-        source_file=path, sha256=hashlib.sha256(text.encode()).hexdigest(),
-        referral_working_days=days, issue=(str(top["issue"]) if top.get("issue") else None),
-        parameters=parameters, facts=facts, form=form, defines=defines,
-        conditions=conditions, result=result, deployment=deployment,
+        item=f.text(top, "item", "the policy"),
+        name=f.text(top, "name", "the policy"),
+        department=f.text(top, "department", "the policy"),
+        version=f.text(top, "version", "the policy"),
+        basis=f.text(top, "basis", "the policy"),
+        description=str(top.get("description") or ""),
+        source_file=path,
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+        referral_working_days=days,
+        issue=(str(top["issue"]) if top.get("issue") else None),
+        parameters=parameters,
+        facts=facts,
+        form=form,
+        defines=defines,
+        conditions=conditions,
+        result=result,
+        deployment=deployment,
     )
 
 
 def _fresh_name(f: _File, name: str, scope: dict[str, Symbol], mark: Mark) -> None:
     if not name.isidentifier() or not name.isascii():
-        raise PolicyDefinitionError(f"`{name}` is not a usable name", f.at(mark), "use letters, digits and _ like min_age")
+        raise PolicyDefinitionError(
+            f"`{name}` is not a usable name", f.at(mark), "use letters, digits and _ like min_age"
+        )
     if name in scope:
-        raise PolicyDefinitionError(f"`{name}` is already defined (as a {scope[name].kind})", f.at(mark), "pick another name")
+        raise PolicyDefinitionError(
+            f"`{name}` is already defined (as a {scope[name].kind})",
+            f.at(mark),
+            "pick another name",
+        )
 
 
 def _parameters(f: _File, top: YMap, scope: dict[str, Symbol]) -> dict[str, Parameter]:
     out: dict[str, Parameter] = {}
     table = top.get("parameters") or YMap()
     if "parameters" in top:
-        f.mapping(table, "parameters", top.value_marks["parameters"], {str(k): False for k in table})
+        f.mapping(
+            table, "parameters", top.value_marks["parameters"], {str(k): False for k in table}
+        )
     for name, spec in table.items():
         name = str(name)
         _fresh_name(f, name, scope, table.key_marks[name])
@@ -175,20 +232,29 @@ def _parameters(f: _File, top: YMap, scope: dict[str, Symbol]) -> dict[str, Para
         except ValueError as exc:
             raise PolicyDefinitionError(str(exc), f.at(spec.value_marks["type"])) from None
         if typ.nullable or typ.kind == "bool":
-            raise PolicyDefinitionError("a parameter is an int, money, text or date", f.at(spec.value_marks["type"]))
+            raise PolicyDefinitionError(
+                "a parameter is an int, money, text or date", f.at(spec.value_marks["type"])
+            )
         values = spec["values"]
         if not isinstance(values, YMap) or not values:
             raise PolicyDefinitionError(
                 f"`values` of parameter `{name}` must map effective dates to values",
-                f.at(spec.value_marks["values"]), "e.g. 2025-01-01: 60",
+                f.at(spec.value_marks["values"]),
+                "e.g. 2025-01-01: 60",
             )
         rows = []
         for day, value in values.items():
             if not isinstance(day, date):
-                raise PolicyDefinitionError(f"`{day}` is not a date", f.at(values.key_marks[day]), "write effective dates as YYYY-MM-DD")
+                raise PolicyDefinitionError(
+                    f"`{day}` is not a date",
+                    f.at(values.key_marks[day]),
+                    "write effective dates as YYYY-MM-DD",
+                )
             rows.append((day, _parameter_value(f, typ, value, values.value_marks[day])))
         rows.sort()
-        out[name] = Parameter(name, typ, str(spec["label"]), tuple(d for d, _ in rows), tuple(v for _, v in rows))
+        out[name] = Parameter(
+            name, typ, str(spec["label"]), tuple(d for d, _ in rows), tuple(v for _, v in rows)
+        )
         scope[name] = Symbol(typ, "param")
     return out
 
@@ -205,12 +271,16 @@ def _parameter_value(f: _File, typ: Type, value: Any, mark: Mark) -> Any:
         return value
     if typ.kind == "date" and isinstance(value, date):
         return value
-    raise PolicyDefinitionError(f"`{value}` is not a {typ}", f.at(mark), 'money as "60.00", dates as YYYY-MM-DD')
+    raise PolicyDefinitionError(
+        f"`{value}` is not a {typ}", f.at(mark), 'money as "60.00", dates as YYYY-MM-DD'
+    )
 
 
 def _facts(f: _File, top: YMap, scope: dict[str, Symbol]) -> dict[str, FactDecl]:
     out: dict[str, FactDecl] = {}
-    table = f.mapping(top["facts"], "facts", top.value_marks["facts"], {str(k): False for k in top["facts"] or {}})
+    table = f.mapping(
+        top["facts"], "facts", top.value_marks["facts"], {str(k): False for k in top["facts"] or {}}
+    )
     for name, spec in table.items():
         name = str(name)
         mark = table.value_marks[name]
@@ -226,17 +296,28 @@ def _facts(f: _File, top: YMap, scope: dict[str, Symbol]) -> dict[str, FactDecl]
         spec = f.mapping(spec, f"fact `{name}`", mark, FACT_KEYS)
         optional, is_list = bool(spec.get("optional")), bool(spec.get("list"))
         if optional and is_list:
-            raise PolicyDefinitionError(f"fact `{name}` is a list; a list is never absent, only empty", f.at(mark))
-        fields_spec = f.mapping(spec["fields"], f"fields of `{name}`", spec.value_marks["fields"], {str(k): False for k in spec["fields"] or {}})
+            raise PolicyDefinitionError(
+                f"fact `{name}` is a list; a list is never absent, only empty", f.at(mark)
+            )
+        fields_spec = f.mapping(
+            spec["fields"],
+            f"fields of `{name}`",
+            spec.value_marks["fields"],
+            {str(k): False for k in spec["fields"] or {}},
+        )
         fields = {}
         for field_name, field_type in fields_spec.items():
             try:
                 fields[str(field_name)] = parse_scalar(str(field_type))
             except ValueError as exc:
-                raise PolicyDefinitionError(str(exc), f.at(fields_spec.value_marks[field_name])) from None
+                raise PolicyDefinitionError(
+                    str(exc), f.at(fields_spec.value_marks[field_name])
+                ) from None
         rec = record(name, fields, nullable=optional)
         typ = list_of(record(name, fields)) if is_list else rec
-        out[name] = FactDecl(name, "list" if is_list else ("record?" if optional else "record"), typ)
+        out[name] = FactDecl(
+            name, "list" if is_list else ("record?" if optional else "record"), typ
+        )
         scope[name] = Symbol(typ, "fact", optional_record=optional)
     return out
 
@@ -245,14 +326,21 @@ def _form(f: _File, top: YMap, scope: dict[str, Symbol]) -> dict[str, FormField]
     out: dict[str, FormField] = {}
     if "form" not in top:
         return out
-    table = f.mapping(top["form"], "form", top.value_marks["form"], {str(k): False for k in top["form"] or {}})
+    table = f.mapping(
+        top["form"], "form", top.value_marks["form"], {str(k): False for k in top["form"] or {}}
+    )
     fields = {}
     for name, spec in table.items():
         spec = f.mapping(spec, f"form field `{name}`", table.value_marks[name], FORM_KEYS)
         low, high = spec.get("min_length", 1), spec.get("max_length", 200)
         if not (isinstance(low, int) and isinstance(high, int) and 0 <= low <= high):
-            raise PolicyDefinitionError(f"lengths of form field `{name}` must be 0 <= min_length <= max_length", f.at(spec.mark))
-        out[str(name)] = FormField(str(name), str(spec["label"]), low, high, bool(spec.get("required", True)))
+            raise PolicyDefinitionError(
+                f"lengths of form field `{name}` must be 0 <= min_length <= max_length",
+                f.at(spec.mark),
+            )
+        out[str(name)] = FormField(
+            str(name), str(spec["label"]), low, high, bool(spec.get("required", True))
+        )
         fields[str(name)] = TEXT if spec.get("required", True) else TEXT.maybe()
     scope["form"] = Symbol(record("form", fields), "form")
     return out
@@ -261,24 +349,40 @@ def _form(f: _File, top: YMap, scope: dict[str, Symbol]) -> dict[str, FormField]
 def _conditions(f: _File, top: YMap, checker: Checker) -> list[Condition]:
     items = top["conditions"]
     if not isinstance(items, YList) or not items:
-        raise PolicyDefinitionError("conditions must be a non-empty list", f.at(top.value_marks["conditions"]))
+        raise PolicyDefinitionError(
+            "conditions must be a non-empty list", f.at(top.value_marks["conditions"])
+        )
     out: list[Condition] = []
     seen: set[str] = set()
     for spec, mark in zip(items, items.marks, strict=True):
         spec = f.mapping(spec, "a condition", mark, CONDITION_KEYS)
         code = f.text(spec, "code", "a condition")
         if code in seen:
-            raise PolicyDefinitionError(f"reason code `{code}` appears twice", f.at(spec.value_marks["code"]))
+            raise PolicyDefinitionError(
+                f"reason code `{code}` appears twice", f.at(spec.value_marks["code"])
+            )
         seen.add(code)
         if spec["on_fail"] not in OUTCOMES:
             raise PolicyDefinitionError(
-                f"on_fail of `{code}` is `{spec['on_fail']}`", f.at(spec.value_marks["on_fail"]),
+                f"on_fail of `{code}` is `{spec['on_fail']}`",
+                f.at(spec.value_marks["on_fail"]),
                 did_you_mean(str(spec["on_fail"]), list(OUTCOMES)) or "use reject or refer",
             )
         expr = f.expr(spec["require"], spec.value_marks["require"], checker, f"condition `{code}`")
         if expr.type.kind != "bool" or expr.type.nullable:
-            raise PolicyTypeError(f"condition `{code}` must be true or false, not {expr.type}", f.at(spec.value_marks["require"]))
-        out.append(Condition(code, expr, str(spec["on_fail"]), f.text(spec, "message", code), f.text(spec, "basis", code)))
+            raise PolicyTypeError(
+                f"condition `{code}` must be true or false, not {expr.type}",
+                f.at(spec.value_marks["require"]),
+            )
+        out.append(
+            Condition(
+                code,
+                expr,
+                str(spec["on_fail"]),
+                f.text(spec, "message", code),
+                f.text(spec, "basis", code),
+            )
+        )
     return out
 
 
@@ -293,7 +397,9 @@ def load_policy_file(path: Path, deployment: dict[str, str] | None = None) -> Po
 def load_policy_folder(folder: Path, deployment: dict[str, str] | None = None) -> dict[str, Policy]:
     """Every ``*.yaml`` directly in ``folder``, all or nothing."""
     if not folder.is_dir():
-        raise PolicyFolderError([PolicyDefinitionError("no such folder of policy files", Location(str(folder)))])
+        raise PolicyFolderError(
+            [PolicyDefinitionError("no such folder of policy files", Location(str(folder)))]
+        )
     policies: dict[str, Policy] = {}
     errors: list[PolicyError] = []
     for path in sorted(folder.glob("*.yaml")):
@@ -303,13 +409,18 @@ def load_policy_folder(folder: Path, deployment: dict[str, str] | None = None) -
             errors.append(exc)
             continue
         if policy.item in policies:
-            errors.append(PolicyDefinitionError(
-                f"item `{policy.item}` is also defined in {policies[policy.item].source_file}", Location(str(path))
-            ))
+            errors.append(
+                PolicyDefinitionError(
+                    f"item `{policy.item}` is also defined in {policies[policy.item].source_file}",
+                    Location(str(path)),
+                )
+            )
             continue
         policies[policy.item] = policy
     if errors:
         raise PolicyFolderError(errors)
     if not policies:
-        raise PolicyFolderError([PolicyDefinitionError("no *.yaml policy files", Location(str(folder)))])
+        raise PolicyFolderError(
+            [PolicyDefinitionError("no *.yaml policy files", Location(str(folder)))]
+        )
     return policies

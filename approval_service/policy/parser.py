@@ -30,8 +30,20 @@ from decimal import Decimal
 from approval_service.policy import ast
 
 KEYWORDS = {
-    "and", "or", "not", "in", "is", "present", "absent", "if", "then", "else",
-    "where", "for", "true", "false",
+    "and",
+    "or",
+    "not",
+    "in",
+    "is",
+    "present",
+    "absent",
+    "if",
+    "then",
+    "else",
+    "where",
+    "for",
+    "true",
+    "false",
 }
 PREDICATES = ("any", "all", "none", "count")
 REDUCERS = ("max", "min", "sum")
@@ -166,7 +178,9 @@ class Parser:
         if self.at("is"):
             self.take()
             if self.at("not"):
-                raise ExprSyntaxError("'is not' is not a test", self.tok.start, "write 'is absent' or 'is present'")
+                raise ExprSyntaxError(
+                    "'is not' is not a test", self.tok.start, "write 'is absent' or 'is present'"
+                )
             if not self.at("present", "absent"):
                 raise ExprSyntaxError("expected 'present' or 'absent' after 'is'", self.tok.start)
             word = self.take()
@@ -256,15 +270,13 @@ class Parser:
     def call(self, name: Token) -> ast.Node:
         self.expect("(")
         func = name.text
-        is_binding = (
-            self.tok.kind == "name" and self.tokens[self.index + 1].text == "in"
-        )
+        is_binding = self.tok.kind == "name" and self.tokens[self.index + 1].text == "in"
         if func in PREDICATES:
             if not is_binding:
                 raise ExprSyntaxError(
                     f"{func}() takes a list binding",
                     self.tok.start,
-                    f"write {func}(c in cards where c.status == \"valid\")",
+                    f'write {func}(c in cards where c.status == "valid")',
                 )
             var = self.take().text
             self.expect("in")
@@ -299,7 +311,11 @@ class Parser:
         return ast.Call(name.start, end, func, args)
 
     def date_literal(self, name: Token, args: list[ast.Node], end: int) -> ast.Node:
-        if len(args) != 1 or not isinstance(args[0], ast.Literal) or not isinstance(args[0].value, str):
+        if (
+            len(args) != 1
+            or not isinstance(args[0], ast.Literal)
+            or not isinstance(args[0].value, str)
+        ):
             raise ExprSyntaxError('date() takes one text like date("2025-01-01")', name.start)
         try:
             value = date.fromisoformat(args[0].value)

@@ -75,8 +75,10 @@ def _present_when_false(node: ast.Node) -> set[str]:
 class Checker:
     def __init__(self, scope: dict[str, Symbol]) -> None:
         self.scope = scope
+        self.source = ""
 
-    def check(self, node: ast.Node) -> Checked:
+    def check(self, node: ast.Node, source: str = "") -> Checked:
+        self.source = source
         out = Checked(BOOL)
         out.type = self._visit(node, self.scope, frozenset(), out.reads)
         return out
@@ -89,13 +91,25 @@ class Checker:
         return typ
 
     def _value(
-        self, node: ast.Node, scope: dict[str, Symbol], narrowed: frozenset[str], reads: set[str],
+        self,
+        node: ast.Node,
+        scope: dict[str, Symbol],
+        narrowed: frozenset[str],
+        reads: set[str],
         what: str,
     ) -> Type:
         """Visit a sub-expression whose value must be present (used in arithmetic, ordering…)."""
         typ = self._visit(node, scope, narrowed, reads)
         if typ.nullable:
-            path = ast.path_of(node) or "this value"
+            path = ast.path_of(node)
+            if path is None:
+                text = self.source[node.start : node.end] or "this value"
+                raise ExprTypeError(
+                    f"`{text}` may be absent, so it cannot be used {what}",
+                    node,
+                    "name it under `define:` and test the name first, "
+                    "e.g. `latest is absent or latest <= today`",
+                )
             raise ExprTypeError(
                 f"`{path}` may be absent, so it cannot be used {what}",
                 node,
@@ -103,7 +117,7 @@ class Checker:
             )
         return typ
 
-    def _infer(  # noqa: C901 - one case per node kind reads best as one function
+    def _infer(
         self, node: ast.Node, scope: dict[str, Symbol], narrowed: frozenset[str], reads: set[str]
     ) -> Type:
         if isinstance(node, ast.Literal):
@@ -127,7 +141,9 @@ class Checker:
         if isinstance(node, ast.IfElse):
             self._expect(node.cond, BOOL, scope, narrowed, reads, "as the if condition")
             then = self._visit(node.then, scope, narrowed | _present_when_true(node.cond), reads)
-            orelse = self._visit(node.orelse, scope, narrowed | _present_when_false(node.cond), reads)
+            orelse = self._visit(
+                node.orelse, scope, narrowed | _present_when_false(node.cond), reads
+            )
             joined = _join(then, orelse)
             if joined is None:
                 raise ExprTypeError(f"the branches of if differ: {then} and {orelse}", node)
@@ -150,8 +166,13 @@ class Checker:
         raise ExprTypeError(f"unknown expression {type(node).__name__}", node)
 
     def _expect(
-        self, node: ast.Node, want: Type, scope: dict[str, Symbol], narrowed: frozenset[str],
-        reads: set[str], where: str,
+        self,
+        node: ast.Node,
+        want: Type,
+        scope: dict[str, Symbol],
+        narrowed: frozenset[str],
+        reads: set[str],
+        where: str,
     ) -> None:
         typ = self._value(node, scope, narrowed, reads, where)
         if typ.kind != want.kind:
@@ -163,20 +184,27 @@ class Checker:
         symbol = scope.get(node.ident)
         if symbol is None:
             raise ExprTypeError(
-                f"unknown name `{node.ident}`", node,
-                did_you_mean(node.ident, sorted(scope)) or "declare it under facts, parameters or define",
+                f"unknown name `{node.ident}`",
+                node,
+                did_you_mean(node.ident, sorted(scope))
+                or "declare it under facts, parameters or define",
             )
         reads |= symbol.reads
         if symbol.optional_record:
             raise ExprTypeError(
                 f"`{node.ident}` is a whole record; use one of its fields or test it",
-                node, f"e.g. `{node.ident}.{symbol.type.field_names()[0]}` or `{node.ident} is present`",
+                node,
+                f"e.g. `{node.ident}.{symbol.type.field_names()[0]}` or `{node.ident} is present`",
             )
         typ = symbol.type
         return typ.non_null() if node.ident in narrowed else typ
 
     def _attribute(
-        self, node: ast.Attribute, scope: dict[str, Symbol], narrowed: frozenset[str], reads: set[str]
+        self,
+        node: ast.Attribute,
+        scope: dict[str, Symbol],
+        narrowed: frozenset[str],
+        reads: set[str],
     ) -> Type:
         base = node.obj
         if isinstance(base, ast.Name) and base.ident in scope and scope[base.ident].optional_record:
@@ -192,7 +220,8 @@ class Checker:
         field_type = owner.field_type(node.name)
         if field_type is None:
             raise ExprTypeError(
-                f"{owner} has no field `{node.name}`", node,
+                f"{owner} has no field `{node.name}`",
+                node,
                 did_you_mean(node.name, owner.field_names())
                 or f"its fields are {', '.join(owner.field_names())}",
             )
@@ -200,17 +229,26 @@ class Checker:
         return field_type.non_null() if path in narrowed else field_type
 
     def _presence(
-        self, node: ast.Presence, scope: dict[str, Symbol], narrowed: frozenset[str], reads: set[str]
+        self,
+        node: ast.Presence,
+        scope: dict[str, Symbol],
+        narrowed: frozenset[str],
+        reads: set[str],
     ) -> Type:
         operand = node.operand
-        if isinstance(operand, ast.Name) and operand.ident in scope and scope[operand.ident].optional_record:
+        if (
+            isinstance(operand, ast.Name)
+            and operand.ident in scope
+            and scope[operand.ident].optional_record
+        ):
             operand.type = scope[operand.ident].type
             return BOOL
         typ = self._visit(operand, scope, narrowed, reads)
         if not typ.nullable:
             raise ExprTypeError(
                 f"`{ast.path_of(operand) or 'this value'}` is never absent, so the test is always "
-                f"{'true' if node.present else 'false'}", node,
+                f"{'true' if node.present else 'false'}",
+                node,
             )
         return BOOL
 
@@ -234,7 +272,8 @@ class Checker:
             right = self._value(node.right, scope, narrowed, reads, f"after {op}")
             if right.kind != "list" or right.item is None or _join(left, right.item) is None:
                 raise ExprTypeError(
-                    f"`{op}` needs a list of {left.non_null()} on the right, found {right}", node,
+                    f"`{op}` needs a list of {left.non_null()} on the right, found {right}",
+                    node,
                     'e.g. fund.status in ["sealed", "frozen"]',
                 )
             return BOOL
@@ -265,7 +304,8 @@ class Checker:
         func = FUNCTIONS.get(node.func)
         if func is None:
             raise ExprTypeError(
-                f"unknown function `{node.func}`", node,
+                f"unknown function `{node.func}`",
+                node,
                 did_you_mean(node.func, sorted(FUNCTIONS) + list(PREDICATES) + ["sum"]),
             )
         if len(node.args) != len(func.params):
@@ -291,13 +331,19 @@ class Checker:
         return joined
 
     def _aggregate(
-        self, node: ast.Aggregate, scope: dict[str, Symbol], narrowed: frozenset[str], reads: set[str]
+        self,
+        node: ast.Aggregate,
+        scope: dict[str, Symbol],
+        narrowed: frozenset[str],
+        reads: set[str],
     ) -> Type:
         source = self._value(node.source, scope, narrowed, reads, f"as the list of {node.func}()")
         if source.kind != "list" or source.item is None:
             raise ExprTypeError(f"{node.func}() goes over a list, found {source}", node.source)
         if node.var in scope and scope[node.var].kind != "var":
-            raise ExprTypeError(f"`{node.var}` already names something else", node, "pick another letter")
+            raise ExprTypeError(
+                f"`{node.var}` already names something else", node, "pick another letter"
+            )
         inner = {**scope, node.var: Symbol(source.item, "var")}
         if node.where is not None:
             self._expect(node.where, BOOL, inner, narrowed, reads, "after where")

@@ -62,7 +62,10 @@ def parse_scalar(spec: str) -> Type:
     nullable = spec.endswith("?")
     base = spec[:-1] if nullable else spec
     if base not in SCALARS:
-        raise ValueError(f"unknown type {spec!r}; use one of {', '.join(SCALARS)} (add ? if absent values are allowed)")
+        raise ValueError(
+            f"unknown type {spec!r}; use one of {', '.join(SCALARS)} "
+            "(add ? if absent values are allowed)"
+        )
     return Type(base, nullable=nullable)
 
 

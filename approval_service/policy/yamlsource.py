@@ -53,7 +53,9 @@ class _Builder:
                     first = out.key_marks[key]
                     raise PolicyDefinitionError(
                         f"duplicate key `{key}` (first at line {first.line})",
-                        Location(self.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1),
+                        Location(
+                            self.file, key_node.start_mark.line + 1, key_node.start_mark.column + 1
+                        ),
                         "remove one of them; YAML would silently keep only the last",
                     )
                 out[key] = self.build(value_node)
