@@ -20,7 +20,10 @@ class Decider(Protocol):
     policy: Policy
 
     def decide(
-        self, facts: Mapping[str, Any], today: date, form: Mapping[str, Any] | None = None,
+        self,
+        facts: Mapping[str, Any],
+        today: date,
+        form: Mapping[str, Any] | None = None,
         trace: bool = False,
     ) -> dict[str, Any]: ...
 
@@ -40,7 +43,8 @@ def _interpreted(policy: Policy) -> Decider:
 def _durable(policy: Policy) -> Decider:
     from approval_service.engine.durable import DurablePolicy
 
-    return DurablePolicy(policy)
+    decider: Decider = DurablePolicy(policy)
+    return decider
 
 
 BACKENDS: dict[str, Callable[[Policy], Decider]] = {
@@ -59,7 +63,9 @@ class PolicySet:
     backend: str
 
     @classmethod
-    def load(cls, folder: Path, deployment: dict[str, str] | None = None, backend: str = "compiled") -> PolicySet:
+    def load(
+        cls, folder: Path, deployment: dict[str, str] | None = None, backend: str = "compiled"
+    ) -> PolicySet:
         policies = load_policy_folder(folder, deployment)
         return cls.of(policies, backend)
 
@@ -76,6 +82,7 @@ class PolicySet:
 
             hint = did_you_mean(item, sorted(self.deciders))
             raise UnknownItem(
-                f"unknown item {item!r}" + (f"; {hint}" if hint else f"; items: {', '.join(sorted(self.deciders))}"),
+                f"unknown item {item!r}"
+                + (f"; {hint}" if hint else f"; items: {', '.join(sorted(self.deciders))}"),
                 field="item",
             ) from None

@@ -79,7 +79,11 @@ class ExprGen:
 
     def is_day_constant(self, node: ast.Node, bound: frozenset[str] = frozenset()) -> bool:
         if isinstance(node, ast.Name):
-            return node.ident not in bound and self.kinds.get(node.ident) in ("today", "deploy", "param")
+            return node.ident not in bound and self.kinds.get(node.ident) in (
+                "today",
+                "deploy",
+                "param",
+            )
         if isinstance(node, ast.Literal):
             return True
         if isinstance(node, ast.Aggregate | ast.Attribute):
@@ -92,13 +96,20 @@ class ExprGen:
 
         def ok(n: ast.Node) -> bool:
             if isinstance(n, ast.Name):
-                return n.ident in inner or self.kinds.get(n.ident) in ("today", "deploy", "param") or n.ident in self.list_facts
+                return (
+                    n.ident in inner
+                    or self.kinds.get(n.ident) in ("today", "deploy", "param")
+                    or n.ident in self.list_facts
+                )
             if isinstance(n, ast.Aggregate):
                 return False
             return all(ok(c) for c in ast.children(n))
 
-        return not bound and isinstance(node.source, ast.Name) and node.source.ident in self.list_facts and all(
-            ok(c) for c in ast.children(node)
+        return (
+            not bound
+            and isinstance(node.source, ast.Name)
+            and node.source.ident in self.list_facts
+            and all(ok(c) for c in ast.children(node))
         )
 
     @staticmethod
@@ -126,7 +137,7 @@ class ExprGen:
             return self.day_value(self._expr(node, bound, in_day=True))
         return self._expr(node, bound)
 
-    def _expr(self, node: ast.Node, bound: frozenset[str], in_day: bool = False) -> str:  # noqa: C901
+    def _expr(self, node: ast.Node, bound: frozenset[str], in_day: bool = False) -> str:
         e = (lambda n, b=bound: self._expr(n, b, True)) if in_day else self.expr
         if isinstance(node, ast.Literal):
             value = node.value
@@ -156,7 +167,9 @@ class ExprGen:
             return f"({e(node.then, bound)} if {e(node.cond, bound)} else {e(node.orelse, bound)})"
         if isinstance(node, ast.ListLit):
             if all(isinstance(i, ast.Literal) for i in node.items):
-                return self.const(frozenset(i.value for i in node.items if isinstance(i, ast.Literal)))
+                return self.const(
+                    frozenset(i.value for i in node.items if isinstance(i, ast.Literal))
+                )
             return "(" + "".join(f"{e(i, bound)}, " for i in node.items) + ")"
         if isinstance(node, ast.Call):
             return self._call(node, bound, in_day)
@@ -200,7 +213,9 @@ class ExprGen:
             return f"sum(({value} for {var} in {source}{cond}), {start})"
         return f"{node.func}(({value} for {var} in {source}{cond}), default=None)"
 
-    def _loop(self, node: ast.Aggregate, var: str, source: str, where: str | None, value: str | None) -> str:
+    def _loop(
+        self, node: ast.Aggregate, var: str, source: str, where: str | None, value: str | None
+    ) -> str:
         out = self.temp()
         body: list[str]
         func = node.func
@@ -211,8 +226,13 @@ class ExprGen:
                 "none": ("True", "False", test),
                 "all": ("True", "False", f"not {test}"),
             }[func]
-            body = [f"{out} = {start}", f"for {var} in {source}:", f"    if {check}:",
-                    f"        {out} = {flipped}", "        break"]
+            body = [
+                f"{out} = {start}",
+                f"for {var} in {source}:",
+                f"    if {check}:",
+                f"        {out} = {flipped}",
+                "        break",
+            ]
         elif func == "count":
             body = [f"{out} = 0", f"for {var} in {source}:"]
             body += [f"    if {where}:", f"        {out} += 1"] if where else [f"    {out} += 1"]
@@ -225,7 +245,11 @@ class ExprGen:
                 start = "None"
                 cmp = ">" if func == "max" else "<"
                 x = self.temp()
-                step = [f"{x} = {value}", f"if {out} is None or {x} {cmp} {out}:", f"    {out} = {x}"]
+                step = [
+                    f"{x} = {value}",
+                    f"if {out} is None or {x} {cmp} {out}:",
+                    f"    {out} = {x}",
+                ]
             body = [f"{out} = {start}", f"for {var} in {source}:"]
             if where:
                 body += [f"    if {where}:"] + [f"        {s}" for s in step]

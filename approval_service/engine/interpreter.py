@@ -25,7 +25,7 @@ def money(value: Any) -> Decimal:
     return Decimal(value).quantize(CENT, rounding=ROUND_HALF_UP)
 
 
-def evaluate(node: ast.Node, env: Mapping[str, Any]) -> Any:  # noqa: C901 - a dispatch on node kind
+def evaluate(node: ast.Node, env: Mapping[str, Any]) -> Any:
     if isinstance(node, ast.Literal):
         return node.value
     if isinstance(node, ast.Name):
@@ -124,7 +124,9 @@ def _aggregate(node: ast.Aggregate, env: Mapping[str, Any]) -> Any:
     return max(selected) if node.func == "max" else min(selected)
 
 
-def build_env(policy: Policy, facts: Mapping[str, Any], today: date, form: Mapping[str, Any] | None) -> dict[str, Any]:
+def build_env(
+    policy: Policy, facts: Mapping[str, Any], today: date, form: Mapping[str, Any] | None
+) -> dict[str, Any]:
     env: dict[str, Any] = {"today": today, **policy.deployment, **policy.parameters_on(today)}
     for name in policy.facts:
         if name not in facts:
@@ -157,15 +159,18 @@ def trace_entry(condition: Condition, outcome: str, env: Mapping[str, Any]) -> d
     from approval_service.engine.trace import trace_points
 
     entry: dict[str, Any] = {
-        "code": condition.code, "require": condition.require.source,
-        "on_fail": condition.on_fail, "outcome": outcome,
+        "code": condition.code,
+        "require": condition.require.source,
+        "on_fail": condition.on_fail,
+        "outcome": outcome,
     }
     if outcome == "skipped":
         entry["absent"] = sorted(r for r in condition.require.reads if env[r] is None)
         entry["values"] = {}
     else:
         entry["values"] = {
-            text: evaluate(node, env) for text, node in trace_points(condition.require.node, condition.require.source)
+            text: evaluate(node, env)
+            for text, node in trace_points(condition.require.node, condition.require.source)
         }
     return entry
 
@@ -189,7 +194,13 @@ class InterpretedPolicy:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
 
-    def decide(self, facts: Mapping[str, Any], today: date, form: Mapping[str, Any] | None = None, trace: bool = False) -> dict[str, Any]:
+    def decide(
+        self,
+        facts: Mapping[str, Any],
+        today: date,
+        form: Mapping[str, Any] | None = None,
+        trace: bool = False,
+    ) -> dict[str, Any]:
         env = build_env(self.policy, facts, today, form)
         failed: list[Condition] = []
         entries: list[dict[str, Any]] = []

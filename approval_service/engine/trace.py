@@ -10,18 +10,20 @@ from __future__ import annotations
 from approval_service.policy import ast
 
 
-def trace_points(node: ast.Node, source: str, local_vars: frozenset[str] = frozenset()) -> list[tuple[str, ast.Node]]:
+def trace_points(
+    node: ast.Node, source: str, local_vars: frozenset[str] = frozenset()
+) -> list[tuple[str, ast.Node]]:
     """``[(source text, node)]`` for every point ``node`` reads, without repeats."""
     seen: dict[str, ast.Node] = {}
 
     def walk(n: ast.Node, bound: frozenset[str]) -> None:
         if isinstance(n, ast.Aggregate):
-            seen.setdefault(source[n.start:n.end], n)
+            seen.setdefault(source[n.start : n.end], n)
             return
         path = ast.path_of(n)
         if path is not None:
             if path.split(".", 1)[0] not in bound:
-                seen.setdefault(source[n.start:n.end], n)
+                seen.setdefault(source[n.start : n.end], n)
             return
         if isinstance(n, ast.Literal):
             return

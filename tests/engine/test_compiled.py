@@ -77,7 +77,8 @@ TODAY = date(2026, 11, 23)
         ("-fund.months + 1", -6),
         ('count(c in cards where c.status == "cancelled")', 2),
         (
-            "count(c in cards where c.cancelled_on is present and c.cancelled_on >= add_days(today, -365))",
+            "count(c in cards where c.cancelled_on is present"
+            " and c.cancelled_on >= add_days(today, -365))",
             1,
         ),
         ("any(c in cards)", True),

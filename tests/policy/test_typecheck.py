@@ -20,11 +20,13 @@ Make = Callable[[str], Policy]
         ("age_on(person.birth_date, today) >= min_age", {"person"}),
         ('any(c in cards where c.status == "valid" and c.expires_on >= today)', set()),
         (
-            "count(c in cards where c.cancelled_on is present and c.cancelled_on >= add_days(today, -365)) < 2",
+            "count(c in cards where c.cancelled_on is present"
+            " and c.cancelled_on >= add_days(today, -365)) < 2",
             set(),
         ),
         (
-            "fund.last_rent_withdrawal_date is absent or today >= add_months(fund.last_rent_withdrawal_date, 3)",
+            "fund.last_rent_withdrawal_date is absent"
+            " or today >= add_months(fund.last_rent_withdrawal_date, 3)",
             {"fund"},
         ),
         ("fund.balance >= 0.01 and fund.balance * 2 <= limit", {"fund"}),
