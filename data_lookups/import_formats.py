@@ -130,7 +130,11 @@ def check_sha256(value: object) -> str:
 
 
 def check_card_type(value: object) -> str:
-    if not isinstance(value, str) or not 1 <= len(value) <= 4 or not value.isalnum():
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= 4
+        or not (value.isascii() and value.isalnum())
+    ):
         raise FieldProblem(f"{_show(value)} is not a card type (1-4 letters, like 'A')")
     return value
 
@@ -310,7 +314,7 @@ def check_line(fmt: FileFormat, obj: object) -> tuple[tuple[Value, ...] | None, 
         raw = obj.get(col.name, _MISSING)
         if raw is _MISSING:
             problems.append(
-                f"{col.name}: is missing (give null if unknown)"
+                f"{col.name}: is missing (write null if unknown)"
                 if col.nullable
                 else f"{col.name}: is missing"
             )

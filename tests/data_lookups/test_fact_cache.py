@@ -1,0 +1,315 @@
+"""The fact cache: warm reads, freshness after any registry change, races, outages, stampedes."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import redis
+from registry_rows import new_id, person, write_jsonl
+from sqlalchemy import Engine, text
+
+from data_lookups.database import write_transaction
+from data_lookups.fact_cache import (
+    CachedFactSource,
+    FactCache,
+    MemoryFactCache,
+    RedisFactCache,
+    make_fact_cache,
+)
+from data_lookups.facts import ALL_FACTS, Facts, SqlFactSource, Stamp
+from data_lookups.importer import import_directory
+from data_lookups.issuance import bump_versions, issue_card
+
+D = date(2026, 11, 23)
+PERSON = frozenset({"person", "cards", "fund"})
+
+
+class CountingSource(SqlFactSource):
+    """Counts full gathers (database reads of a bundle); optionally slow."""
+
+    def __init__(self, engine: Engine, delay: float = 0.0) -> None:
+        super().__init__(engine)
+        self.gathers = 0
+        self.delay = delay
+        self._lock = threading.Lock()
+
+    def gather_stamped(self, id_number: str, names: frozenset[str]) -> tuple[Stamp, Facts]:
+        with self._lock:
+            self.gathers += 1
+        if self.delay:
+            time.sleep(self.delay)
+        return super().gather_stamped(id_number, names)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def cache(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str) -> Iterator[FactCache]:
+    if request.param == "memory":
+        yield MemoryFactCache()
+    else:
+        prefix = f"{redis_prefix}{request.node.name}:"
+        client = RedisFactCache(redis_url, prefix=prefix)
+        yield client
+        client.close()
+
+
+def _load(engine: Engine, directory: Path, *rows: dict[str, object]) -> None:
+    write_jsonl(directory, "population.jsonl", list(rows))
+    report = import_directory(engine, directory, today=D)
+    assert report.ok, report.problems()
+
+
+def test_warm_read_costs_no_gather(engine: Engine, cache: FactCache, tmp_path: Path) -> None:
+    me = new_id()
+    _load(engine, tmp_path, person(me))
+    source = CountingSource(engine)
+    cached = CachedFactSource(source, cache)
+    first = cached.gather(me, PERSON)
+    second = cached.gather(me, frozenset({"person"}))
+    assert source.gathers == 1
+    assert second == {"person": first["person"]}
+    assert first == SqlFactSource(engine).gather(me, PERSON)
+
+
+def test_import_in_another_process_is_seen_by_the_next_read(
+    engine: Engine, cache: FactCache, tmp_path: Path
+) -> None:
+    me = new_id()
+    _load(engine, tmp_path / "a", person(me))
+    cached = CachedFactSource(SqlFactSource(engine), cache)
+    assert cached.gather(me, PERSON)["person"]["status"] == "alive"  # type: ignore[index]
+    # nobody tells the cache: the import only bumps the epoch in its transaction
+    _load(engine, tmp_path / "b", person(me, status="deceased", death_date="2026-11-01"))
+    assert cached.gather(me, PERSON)["person"]["status"] == "deceased"  # type: ignore[index]
+
+
+def test_issuance_is_seen_by_the_next_read(
+    engine: Engine, cache: FactCache, tmp_path: Path
+) -> None:
+    me = new_id()
+    _load(engine, tmp_path, person(me))
+    reader = CachedFactSource(SqlFactSource(engine), cache)
+    assert reader.gather(me, PERSON)["cards"] == []
+    with write_transaction(engine) as conn:
+        card_no = issue_card(conn, me, "B", D, date(2031, 11, 23), "app-1")
+    cards = reader.gather(me, PERSON)["cards"]
+    assert [c["card_no"] for c in cards] == [card_no]  # type: ignore[attr-defined]
+    reader.invalidate([me])  # optional hygiene, must not break anything
+    assert reader.gather(me, PERSON)["cards"] == cards
+
+
+def test_processes_sharing_redis(
+    engine: Engine, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    me = new_id()
+    _load(engine, tmp_path, person(me))
+    prefix = f"{redis_prefix}shared:"
+    one = CachedFactSource(CountingSource(engine), RedisFactCache(redis_url, prefix=prefix))
+    two_source = CountingSource(engine)
+    two = CachedFactSource(two_source, RedisFactCache(redis_url, prefix=prefix))
+    one.gather(me, PERSON)
+    assert two.gather(me, PERSON)["cards"] == [] and two_source.gathers == 0  # shared entry
+    with write_transaction(engine) as conn:
+        issue_card(conn, me, "B", D, date(2031, 11, 23), "app-1")
+    assert len(two.gather(me, PERSON)["cards"]) == 1  # type: ignore[arg-type]
+
+
+def test_no_stale_read_after_a_committed_update(engine: Engine, cache: FactCache) -> None:
+    """Writers commit increasing values while readers read through the cache.
+
+    A reader notes the newest value committed before its read began; the value it
+    reads must never be older than that.
+    """
+    me = new_id()
+    with write_transaction(engine) as conn:
+        conn.execute(
+            text(
+                "INSERT INTO fund_accounts (id_number, account_no, status, balance, "
+                "continuous_months, has_outstanding_loan) VALUES (:id, :id, 'normal', 0, 0, false)"
+            ),
+            {"id": me},
+        )
+        bump_versions(conn, [me])
+    source = CountingSource(engine)
+    cached = CachedFactSource(source, cache)
+    committed = 0
+    stale: list[tuple[int, int]] = []
+    reads = 0
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def write() -> None:
+        nonlocal committed
+        for value in range(1, 60):
+            with write_transaction(engine) as conn:
+                conn.execute(
+                    text("UPDATE fund_accounts SET continuous_months = :v WHERE id_number = :id"),
+                    {"v": value, "id": me},
+                )
+                bump_versions(conn, [me])
+            committed = value  # after the commit returned
+            time.sleep(0.005)
+        stop.set()
+
+    def read() -> None:
+        nonlocal reads
+        while not stop.is_set():
+            floor = committed
+            got = cached.gather(me, frozenset({"fund"}))["fund"]["continuous_months"]  # type: ignore[index]
+            with lock:
+                reads += 1
+                if got < floor:
+                    stale.append((floor, got))
+
+    threads = [threading.Thread(target=write)] + [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert stale == []
+    assert cached.gather(me, frozenset({"fund"}))["fund"]["continuous_months"] == 59  # type: ignore[index]
+    assert source.gathers < reads  # the cache served a share of the reads
+
+
+def test_cold_burst_sends_one_gather(engine: Engine, cache: FactCache, tmp_path: Path) -> None:
+    me = new_id()
+    _load(engine, tmp_path, person(me))
+    source = CountingSource(engine, delay=0.2)
+    cached = CachedFactSource(source, cache)
+    barrier = threading.Barrier(16)
+    results: list[Facts] = []
+
+    def burst() -> None:
+        barrier.wait()
+        results.append(cached.gather(me, PERSON))
+
+    threads = [threading.Thread(target=burst) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert source.gathers == 1
+    assert len(results) == 16 and all(r == results[0] for r in results)
+
+
+def test_memory_cache_is_bounded_and_thread_safe() -> None:
+    cache = MemoryFactCache(max_entries=50)
+    bundle: Facts = {"retired_on": None}
+
+    def churn(n: int) -> None:
+        for i in range(2000):
+            key = f"{n}-{i % 80}"
+            cache.put(key, Stamp(0, i), bundle)
+            cache.get(key, Stamp(0, i))
+            cache.invalidate([f"{n}-{(i + 3) % 80}"])
+
+    threads = [threading.Thread(target=churn, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(cache._entries) <= 50
+    cache.put("x", Stamp(1, 2), bundle)
+    cache.put("x", Stamp(1, 1), {"retired_on": date(2020, 1, 1)})  # older: ignored
+    assert cache.get("x", Stamp(1, 2)) == bundle and cache.get("x", Stamp(1, 1)) is None
+
+
+def test_redis_entry_round_trips_types(redis_url: str, redis_prefix: str) -> None:
+    cache = RedisFactCache(redis_url, prefix=f"{redis_prefix}types:")
+    bundle: Facts = {
+        "fund": {
+            "account_no": "G",
+            "status": "normal",
+            "balance": Decimal("0.10"),
+            "continuous_months": 3,
+            "has_outstanding_loan": False,
+            "last_rent_withdrawal_date": date(2024, 2, 29),
+            "retirement_category": None,
+        },
+        "cards": [],
+        "retired_on": date(2020, 1, 1),
+    }
+    cache.put("p", Stamp(3, 4), bundle)
+    assert cache.get("p", Stamp(3, 4)) == bundle
+    assert cache.get("p", Stamp(3, 5)) is None and cache.get("q", Stamp(3, 4)) is None
+    assert isinstance(make_fact_cache(None), MemoryFactCache)
+    assert isinstance(make_fact_cache(redis_url), RedisFactCache)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_redis(port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            return proc
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("redis-server did not start")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_redis_going_away_and_coming_back(
+    engine: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    me = new_id()
+    _load(engine, tmp_path, person(me))
+    port = _free_port()
+    proc = _start_redis(port)
+    try:
+        source = CountingSource(engine)
+        cache = RedisFactCache(f"redis://127.0.0.1:{port}/0", retry_after=0.2, timeout=0.2)
+        cached = CachedFactSource(source, cache)
+        expected = cached.gather(me, PERSON)
+        cached.gather(me, PERSON)
+        assert source.gathers == 1
+        _stop(proc)
+        caplog.set_level(logging.WARNING, logger="data_lookups.fact_cache")
+        for _ in range(5):  # the database keeps answering
+            assert cached.gather(me, PERSON) == expected
+        assert source.gathers == 6
+        warnings = [r for r in caplog.records if "unreachable" in r.getMessage()]
+        assert len(warnings) == 1 and me not in caplog.text
+        proc = _start_redis(port)
+        time.sleep(0.25)
+        cached.gather(me, PERSON)  # reconnects, stores again
+        cached.gather(me, PERSON)
+        assert source.gathers == 7
+        assert any("reachable again" in r.getMessage() for r in caplog.records)
+    finally:
+        _stop(proc)
