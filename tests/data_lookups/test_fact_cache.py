@@ -25,7 +25,7 @@ from data_lookups.fact_cache import (
     RedisFactCache,
     make_fact_cache,
 )
-from data_lookups.facts import ALL_FACTS, Facts, SqlFactSource, Stamp
+from data_lookups.facts import Facts, SqlFactSource, Stamp
 from data_lookups.importer import import_directory
 from data_lookups.issuance import bump_versions, issue_card
 

@@ -1,0 +1,89 @@
+"""Engines and schema: URL handling, pragmas, idempotent concurrent migration, outages."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import inspect
+
+from approval_service.errors import RegistryUnavailable
+from data_lookups.database import ensure_schema, make_engine, write_transaction
+from data_lookups.facts import ALL_FACTS, SqlFactSource
+from data_lookups.importer import import_directory
+from data_lookups.models import Base
+
+
+def test_plain_postgres_url_gets_the_psycopg_driver() -> None:
+    engine = make_engine("postgresql://postgres@127.0.0.1:5432/x")
+    assert engine.url.drivername == "postgresql+psycopg"
+    engine.dispose()
+
+
+def test_sqlite_creates_its_folder_and_uses_wal(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/deep/er/registry.sqlite3")
+    ensure_schema(engine)
+    ensure_schema(engine)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    tables = set(inspect(engine).get_table_names())
+    assert {t.name for t in Base.metadata.sorted_tables} <= tables
+    engine.dispose()
+
+
+@pytest.fixture
+def fresh_pg_url(registry_pg_url: str) -> Iterator[str]:
+    admin, name = registry_pg_url.rsplit("/", 1)
+    own = f"{name}_{secrets.token_hex(3)}"
+    with psycopg.connect(registry_pg_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{own}"')
+    yield f"{admin}/{own}"
+    with psycopg.connect(registry_pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{own}" WITH (FORCE)')
+
+
+def test_concurrent_ensure_schema_on_a_fresh_postgres(fresh_pg_url: str) -> None:
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def migrate() -> None:
+        engine = make_engine(fresh_pg_url)
+        try:
+            barrier.wait()
+            ensure_schema(engine)
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=migrate) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    engine = make_engine(fresh_pg_url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT epoch FROM registry_state").all() == [(0,)]
+        assert conn.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar() == 1
+    engine.dispose()
+
+
+def test_unreachable_database_is_registry_unavailable(tmp_path: Path) -> None:
+    engine = make_engine("postgresql://postgres@127.0.0.1:1/nowhere")
+    with pytest.raises(RegistryUnavailable) as info:
+        ensure_schema(engine)
+    assert info.value.__cause__ is not None
+    with pytest.raises(RegistryUnavailable):
+        SqlFactSource(engine).gather("11010519491231002X", ALL_FACTS)
+    with pytest.raises(RegistryUnavailable):
+        SqlFactSource(engine).stamp("11010519491231002X")
+    with pytest.raises(RegistryUnavailable), write_transaction(engine):
+        pass
+    (tmp_path / "population.jsonl").write_text("")
+    with pytest.raises(RegistryUnavailable):
+        import_directory(engine, tmp_path)
