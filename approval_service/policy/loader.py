@@ -200,6 +200,7 @@ def load_policy_text(text: str, path: str, deployment: dict[str, str] | None = N
         conditions=conditions,
         result=result,
         deployment=deployment,
+        source_text=text,
     )
 
 

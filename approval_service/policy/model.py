@@ -107,6 +107,7 @@ class Policy:
     conditions: list[Condition]
     result: list[ResultField]
     deployment: dict[str, str] = field(default_factory=dict)
+    source_text: str = field(default="", repr=False)  # the file as loaded, kept for replay
 
     @property
     def fact_names(self) -> frozenset[str]:

@@ -1,0 +1,102 @@
+"""Errors as HTTP responses: ``{"error": {"code", "message", "field"?}}``.
+
+The one place that maps the exception tree (:mod:`approval_service.errors`)
+to status codes. Nothing here issues or changes anything.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from approval_service import errors
+from approval_service.api.responses import JSON
+from approval_service.service.applications import IdempotencyMismatch
+
+RETRY_AFTER_SECONDS = "5"
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSON:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field:
+        body["field"] = field
+    return JSON({"error": body}, status_code=status, headers=headers)
+
+
+def _status_of(error: errors.MiaopiError) -> tuple[int, str]:
+    if isinstance(error, errors.UnknownItem):
+        return 404, "unknown_item"
+    if isinstance(error, errors.InvalidIdNumber):
+        return 422, "invalid_id_number"
+    if isinstance(error, IdempotencyMismatch):
+        return 422, "idempotency_key_reused"
+    if isinstance(error, errors.RequestError):
+        return 422, "invalid_request"
+    if isinstance(error, errors.RegistryUnavailable):
+        return 503, "registry_unavailable"
+    if isinstance(error, errors.IssuanceConflict):
+        return 409, "issuance_conflict"
+    if isinstance(error, errors.CacheUnavailable):
+        return 503, "cache_unavailable"
+    return 500, "internal_error"
+
+
+def _field(location: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in location if p not in ("body", "header", "query", "path")]
+    return ".".join(parts)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(errors.MiaopiError)
+    async def miaopi_error(request: Request, error: errors.MiaopiError) -> JSON:
+        status, code = _status_of(error)
+        headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
+        field = getattr(error, "field", None)
+        message = str(error) if status != 500 else "internal error; the request changed nothing"
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.errors.labels(code).inc()
+        return error_response(status, code, message, field, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, error: RequestValidationError) -> JSON:
+        problems = error.errors()
+        first = problems[0] if problems else {"loc": (), "msg": "invalid request", "type": ""}
+        if first.get("type") == "json_invalid":
+            return error_response(
+                422, "malformed_json", f"the body is not valid JSON: {first.get('msg')}"
+            )
+        field = _field(tuple(first.get("loc", ())))
+        kind = first.get("type")
+        if kind == "extra_forbidden":
+            message = f"unknown field `{field}`; the body takes item, applicant_id and form"
+        elif kind == "missing":
+            message = f"`{field}` is required"
+        else:
+            message = f"`{field}`: {first.get('msg')}"
+        return error_response(422, "invalid_request", message, field or None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSON:
+        codes = {
+            401: "unauthorized",
+            404: "not_found",
+            405: "method_not_allowed",
+            409: "conflict",
+            413: "body_too_large",
+        }
+        return error_response(
+            error.status_code,
+            codes.get(error.status_code, "http_error"),
+            str(error.detail),
+            headers=getattr(error, "headers", None),
+        )

@@ -1,0 +1,56 @@
+"""The ASGI application: thin wiring of settings, container, routers and error handlers.
+
+``create_app()`` builds the settings at start-up (not at import), so
+``uvicorn --factory approval_service.api.main:create_app`` works with several
+workers, and tests pass their own container.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from approval_service.api import errors
+from approval_service.api.limits import BodyLimit
+from approval_service.api.responses import JSON
+from approval_service.api.routes import api_router
+from approval_service.service.applications import ApplicationService
+from approval_service.service.container import Container
+from approval_service.settings import Settings
+
+DESCRIPTION = """秒批 miaopi: zero-material government services decided in milliseconds.
+
+Every `/v1` call needs an `X-API-Key` header. Errors are JSON:
+`{"error": {"code": "...", "message": "...", "field": "..."}}`.
+"""
+
+
+def create_app(
+    container: Container | None = None, api_keys: dict[str, str] | None = None
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        built = container or Container.build(Settings())
+        app.state.container = built
+        app.state.metrics = built.metrics
+        app.state.service = ApplicationService(built)
+        app.state.api_keys = api_keys if api_keys is not None else built.settings.channel_keys()
+        try:
+            yield
+        finally:
+            if container is None:
+                built.close()
+
+    app = FastAPI(
+        title="miaopi 秒批",
+        version="0.1.0",
+        description=DESCRIPTION,
+        default_response_class=JSON,
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(api_router)
+    app.add_middleware(BodyLimit)
+    return app

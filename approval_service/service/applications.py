@@ -1,0 +1,266 @@
+"""Second approval (秒批): decide, issue exactly once, record — or change nothing (precheck).
+
+Exactly-once issuance. Deciding reads facts through the cache, outside any
+transaction. An approval that issues then takes the person's lock inside one
+write transaction (PostgreSQL: a transaction-scoped advisory lock on the ID
+number; SQLite: the database write lock), gathers the facts again from the
+database, decides again on them, issues, and writes the decision record, then
+commits. A second application racing the first waits for the lock, sees what
+the first issued, and is rejected with the right reason. Registry constraints
+(one active allowance, one valid card) back this up. Nothing is half-issued:
+issuance and record commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from datetime import date, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, exc, text
+
+from approval_service.engine.backends import Decider
+from approval_service.errors import RequestError
+from approval_service.policy.model import Policy
+from approval_service.service import records
+from approval_service.service.container import Container
+from approval_service.service.documents import application_document, jsonable, project_facts
+from approval_service.service.issuing import ACTIONS, IssueContext
+from approval_service.service.requests import Application, validate_application
+from data_lookups.database import is_postgres, write_transaction
+from data_lookups.id_numbers import mask_id
+
+log = logging.getLogger(__name__)
+
+
+class IdempotencyMismatch(RequestError):
+    """The same Idempotency-Key was sent before with a different request."""
+
+
+def new_application_id() -> str:
+    """Time-ordered and unguessable: 12 hex digits of milliseconds, 20 random."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
+
+
+def request_hash(app: Application) -> str:
+    body = {"item": app.item, "applicant_id": app.applicant_id, "form": app.form}
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class ApplicationService:
+    def __init__(self, container: Container) -> None:
+        self.c = container
+
+    # reading -------------------------------------------------------------
+    def _prepare(
+        self, item: str, applicant_id: str, form: Mapping[str, Any] | None
+    ) -> tuple[Decider, Application]:
+        decider = self.c.policies.decider(item)
+        return decider, validate_application(decider.policy, applicant_id, form)
+
+    def precheck(
+        self, item: str, applicant_id: str, form: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """网上预审: the decision the application would get now; issues and records nothing."""
+        decider, app = self._prepare(item, applicant_id, form)
+        now = self.c.clock.now()
+        facts = self.c.facts.gather(app.applicant_id, decider.policy.fact_names)
+        decision = decider.decide(facts, now.date(), app.form)
+        self.c.metrics.decisions.labels(item, decision["decision"], "precheck").inc()
+        doc = application_document(
+            application_id=None, policy=decider.policy, decision=decision, decided_at=now
+        )
+        if decision["decision"] == "referred":
+            deadline = self.c.calendar.add_workdays(
+                now.date(), decider.policy.referral_working_days
+            )
+            doc["deadline"] = deadline.isoformat()
+        return doc
+
+    def get(self, application_id: str) -> dict[str, Any] | None:
+        with self.c.engine.connect() as conn:
+            row = records.get_application(conn, application_id)
+        return None if row is None else self.present(row)
+
+    def present(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """The stored document, with the supervision light as of now for open referrals."""
+        doc = dict(row["document"])
+        if row["deadline"] is not None:
+            deadline = row["deadline"]
+            doc["deadline"] = deadline.isoformat()
+            if row["review_state"] == "open":
+                doc["supervision"] = self.c.calendar.supervision(self.c.clock.today(), deadline)
+        return doc
+
+    # applying ------------------------------------------------------------
+    def apply(
+        self,
+        channel: str,
+        item: str,
+        applicant_id: str,
+        form: Mapping[str, Any] | None,
+        idempotency_key: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Decide, issue and record one application. Returns (document, newly created)."""
+        decider, app = self._prepare(item, applicant_id, form)
+        digest = request_hash(app)
+        if idempotency_key is not None:
+            with self.c.engine.connect() as conn:
+                earlier = self._replay(conn, channel, idempotency_key, digest)
+            if earlier is not None:
+                return earlier, False
+        started = time.perf_counter()
+        now = self.c.clock.now()
+        today = now.date()
+        policy = decider.policy
+        facts = self.c.facts.gather(app.applicant_id, policy.fact_names)
+        gathered = time.perf_counter()
+        decision = decider.decide(facts, today, app.form, trace=True)
+        decided = time.perf_counter()
+        timings = {"gather_ms": (gathered - started) * 1e3, "decide_ms": (decided - gathered) * 1e3}
+        application_id = new_application_id()
+        try:
+            with write_transaction(self.c.engine) as conn:
+                extra: dict[str, Any] = {}
+                if decision["decision"] == "approved" and policy.issue is not None:
+                    self._lock_person(conn, app.applicant_id)
+                    if idempotency_key is not None:
+                        earlier = self._replay(conn, channel, idempotency_key, digest)
+                        if earlier is not None:
+                            return earlier, False
+                    facts = self.c.sql_facts.gather(app.applicant_id, policy.fact_names)
+                    decision = decider.decide(facts, today, app.form, trace=True)
+                    if decision["decision"] == "approved":
+                        extra = ACTIONS[policy.issue](
+                            IssueContext(
+                                conn,
+                                application_id,
+                                app.applicant_id,
+                                today,
+                                decision["result"],
+                                facts,
+                            )
+                        )
+                timings["total_ms"] = (time.perf_counter() - started) * 1e3
+                doc = self._record(
+                    conn,
+                    channel,
+                    idempotency_key,
+                    digest,
+                    application_id,
+                    app,
+                    policy,
+                    decision,
+                    facts,
+                    extra,
+                    now,
+                    today,
+                    timings,
+                )
+        except exc.IntegrityError as error:
+            if idempotency_key is None:
+                raise
+            with self.c.engine.connect() as conn:
+                earlier = self._replay(conn, channel, idempotency_key, digest)
+            if earlier is None:
+                raise
+            log.info(
+                "idempotent retry raced the first request; returning the first response (%s)",
+                error.orig,
+            )
+            return earlier, False
+        if decision["decision"] == "approved" and policy.issue is not None:
+            self.c.facts.invalidate([app.applicant_id])
+            self.c.metrics.issued.labels(item).inc()
+        self.c.metrics.decisions.labels(item, decision["decision"], "apply").inc()
+        self.c.metrics.latency.labels(item).observe(time.perf_counter() - started)
+        log.info(
+            "application %s %s for %s: %s",
+            application_id,
+            item,
+            mask_id(app.applicant_id),
+            decision["decision"],
+        )
+        return doc, True
+
+    def _lock_person(self, conn: Connection, applicant_id: str) -> None:
+        if is_postgres(conn):
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:id, 0))"), {"id": applicant_id}
+            )
+        # SQLite: the write transaction (BEGIN IMMEDIATE) already serialises every writer
+
+    def _replay(
+        self, conn: Connection, channel: str, key: str, digest: str
+    ) -> dict[str, Any] | None:
+        found = records.find_by_idempotency(conn, channel, key)
+        if found is None:
+            return None
+        if found["request_hash"] != digest:
+            raise IdempotencyMismatch(
+                "this Idempotency-Key was already used for a different request; "
+                "use a new key for a new application",
+                field="Idempotency-Key",
+            )
+        return dict(found["document"])
+
+    def _record(
+        self,
+        conn: Connection,
+        channel: str,
+        idempotency_key: str | None,
+        digest: str,
+        application_id: str,
+        app: Application,
+        policy: Policy,
+        decision: Mapping[str, Any],
+        facts: Mapping[str, Any],
+        extra: Mapping[str, Any],
+        now: datetime,
+        today: date,
+        timings: dict[str, float],
+    ) -> dict[str, Any]:
+        doc = application_document(
+            application_id=application_id,
+            policy=policy,
+            decision=decision,
+            decided_at=now,
+            extra_result=extra,
+        )
+        deadline = None
+        if decision["decision"] == "referred":
+            deadline = self.c.calendar.add_workdays(today, policy.referral_working_days)
+            doc["deadline"] = deadline.isoformat()
+            doc["supervision"] = self.c.calendar.supervision(today, deadline)
+        records.insert_application(
+            conn,
+            {
+                "id": application_id,
+                "channel": channel,
+                "idempotency_key": idempotency_key,
+                "request_hash": digest,
+                "item": policy.item,
+                "applicant_id": app.applicant_id,
+                "applicant_masked": mask_id(app.applicant_id),
+                "policy_version": policy.version,
+                "policy_sha256": policy.sha256,
+                "business_date": today,
+                "decision": decision["decision"],
+                "reasons": doc["reasons"],
+                "result": doc["result"],
+                "facts": jsonable(project_facts(policy, facts)),
+                "trace": jsonable(decision.get("trace", [])),
+                "form": app.form,
+                "timings": timings,
+                "decided_at": now,
+                "deadline": deadline,
+                "review_state": "open" if deadline is not None else None,
+                "document": doc,
+            },
+        )
+        return doc

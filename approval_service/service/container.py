@@ -1,0 +1,126 @@
+"""Everything a running service needs, built once at start-up from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from approval_service.engine.backends import PolicySet
+from approval_service.errors import PolicyDefinitionError, PolicyFolderError
+from approval_service.policy.model import Policy
+from approval_service.service.clock import Clock
+from approval_service.service.issuing import ACTIONS
+from approval_service.service.metrics import CountingCache, Metrics
+from approval_service.service.workdays import WorkCalendar
+from approval_service.settings import Settings
+from data_lookups.catalogue import FACTS
+from data_lookups.database import ensure_schema, make_engine
+from data_lookups.fact_cache import CachedFactSource, FactCache, make_fact_cache
+from data_lookups.facts import SqlFactSource
+
+
+def check_against_registries(policies: dict[str, Policy]) -> None:
+    """Every declared fact exists in the catalogue with the same shape, every action exists."""
+    errors = []
+    for policy in policies.values():
+        for name, decl in policy.facts.items():
+            problem = _fact_problem(name, decl.shape, decl.type)
+            if problem:
+                errors.append(PolicyDefinitionError(f"{policy.source_file}: {problem}"))
+        if policy.issue is not None and policy.issue not in ACTIONS:
+            errors.append(
+                PolicyDefinitionError(
+                    f"{policy.source_file}: issue `{policy.issue}` is not an issuance action "
+                    f"({', '.join(sorted(ACTIONS))})"
+                )
+            )
+    if errors:
+        raise PolicyFolderError(list(errors))
+
+
+def _fact_problem(name: str, shape: str, typ: object) -> str | None:
+    from approval_service.policy.types import Type, parse_scalar
+
+    assert isinstance(typ, Type)
+    if name not in FACTS:
+        return f"fact `{name}` is not provided by the registries ({', '.join(sorted(FACTS))})"
+    want_shape, fields = FACTS[name]
+    if not fields:
+        return (
+            None if parse_scalar(want_shape) == typ else f"fact `{name}` is {want_shape}, not {typ}"
+        )
+    if (shape == "list") != (want_shape == "list") or (shape == "record?") != (
+        want_shape == "record?"
+    ):
+        kind = "a list" if want_shape == "list" else "an optional record"
+        return f"fact `{name}` is {kind} in the registries"
+    record = typ.item if typ.kind == "list" and typ.item is not None else typ
+    for field_name, field_type in record.fields:
+        if field_name not in fields:
+            return f"fact `{name}` has no field `{field_name}` in the registries"
+        if parse_scalar(fields[field_name]) != field_type:
+            return (
+                f"`{name}.{field_name}` is {fields[field_name]} in the registries, not {field_type}"
+            )
+    return None
+
+
+@dataclass
+class Container:
+    settings: Settings
+    engine: Engine
+    policies: PolicySet
+    sql_facts: SqlFactSource
+    facts: CachedFactSource
+    cache: FactCache
+    clock: Clock
+    calendar: WorkCalendar
+    metrics: Metrics = field(default_factory=Metrics)
+
+    @classmethod
+    def build(cls, settings: Settings, *, clock: Clock | None = None) -> Container:
+        deployment = {
+            "city_prefix": settings.city_prefix,
+            "province_prefix": settings.province_prefix,
+        }
+        policies = PolicySet.load(Path(settings.rules_dir), deployment)
+        check_against_registries(policies.policies)
+        engine = make_engine(settings.database_url)
+        ensure_schema(engine)
+        sql_facts = SqlFactSource(engine)
+        metrics = Metrics()
+        cache: FactCache = CountingCache(make_fact_cache(settings.redis_url), metrics)  # type: ignore[assignment]
+        container = cls(
+            settings=settings,
+            engine=engine,
+            policies=policies,
+            sql_facts=sql_facts,
+            facts=CachedFactSource(sql_facts, cache),
+            cache=cache,
+            metrics=metrics,
+            clock=clock or Clock.of(settings.timezone),
+            calendar=WorkCalendar.from_folder(settings.holidays_dir),
+        )
+        remember_policies(container)
+        return container
+
+    def close(self) -> None:
+        closer = getattr(self.cache, "close", None)
+        if closer is not None:
+            closer()
+        self.engine.dispose()
+
+
+def remember_policies(container: Container) -> None:
+    """Keep the text of every loaded policy version, so old decisions can be replayed."""
+    from approval_service.service.records import remember_policy
+    from data_lookups.database import write_transaction
+
+    now = container.clock.now()
+    with write_transaction(container.engine) as conn:
+        for policy in container.policies.policies.values():
+            remember_policy(
+                conn, policy.sha256, policy.item, policy.version, policy.source_text, now
+            )

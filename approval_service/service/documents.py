@@ -1,0 +1,70 @@
+"""The application document the API returns, in JSON-ready form.
+
+Money is a string with two decimals (``"2400.00"``), dates are ISO strings,
+the moment of decision carries the city's UTC offset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from approval_service.policy.model import Policy
+
+
+def jsonable(value: Any) -> Any:
+    """Engine values (Decimal, date, nested dicts and lists) as JSON values."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def project_facts(policy: Policy, facts: Mapping[str, Any]) -> dict[str, Any]:
+    """Only the facts and fields the policy declares: what the decision read, nothing more."""
+    out: dict[str, Any] = {}
+    for name, decl in policy.facts.items():
+        value = facts.get(name)
+        if decl.shape == "list":
+            fields = decl.type.item.field_names() if decl.type.item else []
+            out[name] = [{f: row.get(f) for f in fields} for row in value or []]
+        elif decl.type.kind == "record":
+            fields = decl.type.field_names()
+            out[name] = None if value is None else {f: value.get(f) for f in fields}
+        else:
+            out[name] = value
+    return out
+
+
+def application_document(
+    *,
+    application_id: str | None,
+    policy: Policy,
+    decision: Mapping[str, Any],
+    decided_at: datetime,
+    extra_result: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    result = (
+        {**decision["result"], **(extra_result or {})} if decision["decision"] == "approved" else {}
+    )
+    doc: dict[str, Any] = {
+        "application_id": application_id,
+        "item": policy.item,
+        "decision": decision["decision"],
+        "reasons": [dict(r) for r in decision["reasons"]],
+        "result": jsonable(result),
+        "policy": {"id": policy.item, "version": policy.version, "sha256": policy.sha256},
+        "decided_at": decided_at.isoformat(timespec="seconds"),
+    }
+    if application_id is None:
+        del doc["application_id"]
+    return doc

@@ -1,0 +1,63 @@
+"""Prometheus metrics of decisions: counts by item and outcome, latency, cache use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.decisions = Counter(
+            "miaopi_decisions",
+            "Decisions made, by item, outcome and kind (apply/precheck)",
+            ["item", "decision", "kind"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "miaopi_decision_seconds",
+            "Time to decide (and issue) one application",
+            ["item"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.issued = Counter(
+            "miaopi_issued", "Results issued, by item", ["item"], registry=self.registry
+        )
+        self.errors = Counter(
+            "miaopi_request_errors",
+            "Requests refused, by error code",
+            ["code"],
+            registry=self.registry,
+        )
+
+
+class CountingCache:
+    """A fact cache that counts hits and misses into the metrics."""
+
+    def __init__(self, inner: object, metrics: Metrics) -> None:
+        self._inner = inner
+        self.hits = Counter(
+            "miaopi_fact_cache_hits",
+            "Fact bundles served from the cache",
+            registry=metrics.registry,
+        )
+        self.misses = Counter(
+            "miaopi_fact_cache_misses",
+            "Fact bundles gathered from the database",
+            registry=metrics.registry,
+        )
+
+    def get(self, id_number: str, stamp: object) -> object:
+        found = self._inner.get(id_number, stamp)  # type: ignore[attr-defined]
+        (self.misses if found is None else self.hits).inc()
+        return found
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)

@@ -1,0 +1,159 @@
+"""Decision records (留痕): every application as it was decided, and the policy texts.
+
+A record keeps what is needed to explain the decision again later exactly as it
+was made: the policy version (its full text is kept by sha256 in
+``policy_versions``), the business date, the facts read, the trace, the
+decision, the result, the timings, and the response document as first
+returned (replayed for a repeated ``Idempotency-Key``).
+
+The applicant's ID number is stored (an officer's approval must issue to the
+right person), next to its masked form, which is what logs and lists show.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    Connection,
+    Date,
+    DateTime,
+    Index,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from data_lookups.models import Base
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+applications = Table(
+    "applications",
+    Base.metadata,
+    Column("id", String(40), primary_key=True),
+    Column("channel", String(64), nullable=False),
+    Column("idempotency_key", String(200)),
+    Column("request_hash", String(64)),
+    Column("item", String(64), nullable=False),
+    Column("applicant_id", String(18), nullable=False),
+    Column("applicant_masked", String(18), nullable=False),
+    Column("policy_version", String(64), nullable=False),
+    Column("policy_sha256", String(64), nullable=False),
+    Column("business_date", Date, nullable=False),
+    Column("decision", String(10), nullable=False),
+    Column("reasons", JSONType, nullable=False),
+    Column("result", JSONType, nullable=False),
+    Column("facts", JSONType, nullable=False),
+    Column("trace", JSONType, nullable=False),
+    Column("form", JSONType, nullable=False),
+    Column("timings", JSONType, nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+    Column("deadline", Date),
+    Column("review_state", String(10)),  # open | approved | rejected (referred cases only)
+    Column("officer", String(64)),
+    Column("reviewed_at", DateTime(timezone=True)),
+    Column("document", JSONType, nullable=False),
+    UniqueConstraint("channel", "idempotency_key", name="uq_applications_idempotency"),
+    Index("ix_applications_item_decided_at", "item", "decided_at"),
+    Index("ix_applications_review", "review_state", "deadline"),
+    Index("ix_applications_applicant", "applicant_id", "item"),
+)
+
+policy_versions = Table(
+    "policy_versions",
+    Base.metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("item", String(64), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("first_seen", DateTime(timezone=True), nullable=False),
+)
+
+
+def insert_application(conn: Connection, row: dict[str, Any]) -> None:
+    conn.execute(insert(applications).values(**row))
+
+
+def find_by_idempotency(conn: Connection, channel: str, key: str) -> dict[str, Any] | None:
+    found = conn.execute(
+        select(applications.c.request_hash, applications.c.document).where(
+            applications.c.channel == channel, applications.c.idempotency_key == key
+        )
+    ).first()
+    return None if found is None else {"request_hash": found[0], "document": found[1]}
+
+
+def get_application(
+    conn: Connection, application_id: str, for_update: bool = False
+) -> dict[str, Any] | None:
+    query = select(applications).where(applications.c.id == application_id)
+    if for_update:
+        query = query.with_for_update()
+    found = conn.execute(query).mappings().first()
+    return None if found is None else dict(found)
+
+
+def update_application(conn: Connection, application_id: str, values: dict[str, Any]) -> None:
+    conn.execute(update(applications).where(applications.c.id == application_id).values(**values))
+
+
+def open_referrals(conn: Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(
+            applications.c.id,
+            applications.c.item,
+            applications.c.applicant_masked,
+            applications.c.deadline,
+            applications.c.decided_at,
+            applications.c.reasons,
+            applications.c.channel,
+        )
+        .where(applications.c.review_state == "open")
+        .order_by(applications.c.deadline, applications.c.decided_at)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def remember_policy(
+    conn: Connection, sha256: str, item: str, version: str, source: str, now: datetime
+) -> None:
+    exists = conn.execute(
+        select(policy_versions.c.sha256).where(policy_versions.c.sha256 == sha256)
+    ).first()
+    if exists is None:
+        conn.execute(
+            insert(policy_versions).values(
+                sha256=sha256, item=item, version=version, source=source, first_seen=now
+            )
+        )
+
+
+def policy_source(conn: Connection, sha256: str) -> str | None:
+    found = conn.execute(
+        select(policy_versions.c.source).where(policy_versions.c.sha256 == sha256)
+    ).first()
+    return None if found is None else str(found[0])
+
+
+def applications_between(conn: Connection, start: date, end: date) -> list[dict[str, Any]]:
+    """Applications decided on business dates in [start, end], for statistics."""
+    rows = conn.execute(
+        select(
+            applications.c.item,
+            applications.c.decision,
+            applications.c.business_date,
+            applications.c.timings,
+            applications.c.review_state,
+            applications.c.deadline,
+        ).where(applications.c.business_date >= start, applications.c.business_date <= end)
+    ).mappings()
+    return [dict(r) for r in rows]
