@@ -64,7 +64,8 @@ def test_command(
     settings = Settings()
     folder = rules_dir or settings.rules_dir
     suite = load_suite(folder, path or folder / CASES_FOLDER, deployment_of(settings))
-    deciders = Deciders.build(suite.policies, backends)
+    items = {f.item for f in suite.files}
+    deciders = Deciders.build({i: p for i, p in suite.policies.items() if i in items}, backends)
     out = _console()
     working = ", ".join(deciders.by_backend) or "none"
     out.print(
@@ -95,7 +96,8 @@ def test_command(
         first = group[0].case
         names = ", ".join(o.backend for o in group)
         out.print(
-            f"[bold red]FAILED[/] {escape(first.name)}  [cyan]{escape(first.where)}[/]  [{names}]",
+            f"[bold red]FAILED[/] {escape(first.name)}  [cyan]{escape(first.where)}[/]  "
+            + escape(f"[{names}]"),
             markup=True,
         )
         for line in lines:
