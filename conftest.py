@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -32,6 +32,27 @@ def pg_url() -> Iterator[str]:
         yield f"{base}/{name}"
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_database(pg_url: str) -> Iterator[Callable[[str], str]]:
+    """Make more databases beside the run's own (``pg_database("api")``); all dropped at the end."""
+    import psycopg
+
+    base, run_name = pg_url.rsplit("/", 1)
+    made: list[str] = []
+
+    def make(suffix: str) -> str:
+        name = f"{run_name}_{suffix}"
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return f"{base}/{name}"
+
+    yield make
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        for name in made:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

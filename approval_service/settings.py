@@ -22,6 +22,7 @@ class Settings(BaseSettings):
         description="Database URL: postgresql://user@host/db or sqlite:///path",
     )
     redis_url: str | None = Field(default=None, description="Redis for the fact cache")
+    redis_prefix: str = Field(default="miaopi:", description="prefix of every Redis key")
     api_keys: str = Field(default="", description="comma-separated channel:key pairs")
     rules_dir: Path = Field(default=Path("rules"), description="folder of policy files")
     city_prefix: str = Field(default="3416", description="hukou region prefix of the city")

@@ -26,9 +26,11 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
+import orjson
+import psycopg
 from sqlalchemy import Connection, Engine, text
 
-from approval_service.errors import FactsError
+from approval_service.errors import FactsError, RegistryUnavailable
 from data_lookups.catalogue import FACTS
 from data_lookups.database import is_postgres, unavailable_as_registry_error
 
@@ -75,6 +77,7 @@ _STAMP_SQL = (
     "SELECT (SELECT epoch FROM registry_state WHERE id = 1), "
     "(SELECT version FROM fact_versions WHERE id_number = :id)"
 )
+_PG_STAMP_SQL = _STAMP_SQL.replace(":id", "%(id)s")
 
 
 def _to_date(value: Any) -> date | None:
@@ -172,7 +175,7 @@ def _pg_json(name: str) -> str:
     cast = {"money": "::text"}
     pairs = ", ".join(f"'{f}', {f}{cast.get(t.rstrip('?'), '')}" for f, t in fields.items())
     if shape == "record?":
-        return f"(SELECT json_build_object({pairs}) FROM {table} WHERE {where})"
+        return f"(SELECT json_build_object({pairs})::text FROM {table} WHERE {where})"
     order_by = f" ORDER BY {order}" if order else ""
     return (
         f"(SELECT coalesce(json_agg(json_build_object({pairs}){order_by}), '[]'::json) "
@@ -193,35 +196,86 @@ class SqlFactSource:
 
     def stamp(self, id_number: str) -> Stamp:
         """The person's current :class:`Stamp` (one primary-key read)."""
-        with unavailable_as_registry_error(), self._engine.connect() as conn:
-            epoch, version = conn.execute(text(_STAMP_SQL), {"id": id_number}).one()
-            conn.rollback()
-        return Stamp(int(epoch), int(version or 0))
+        if self._postgres:
+            row = self._pg_row(_PG_STAMP_SQL, id_number)
+        else:
+            with unavailable_as_registry_error(), self._engine.connect() as conn:
+                row = tuple(conn.execute(text(_STAMP_SQL), {"id": id_number}).one())
+                conn.rollback()
+        return Stamp(int(row[0]), int(row[1] or 0))
 
     def gather_stamped(self, id_number: str, names: frozenset[str]) -> tuple[Stamp, Facts]:
         """The facts asked for and the stamp they were read at, from one snapshot."""
         names = check_names(names)
+        if self._postgres:
+            return self._gather_pg(id_number, names)
         with unavailable_as_registry_error(), self._engine.connect() as conn:
-            if self._postgres:
-                result = self._gather_pg(conn, id_number, names)
-            else:
-                result = self._gather_sqlite(conn, id_number, names)
+            result = self._gather_sqlite(conn, id_number, names)
             conn.rollback()
         return result
 
-    def _gather_pg(
-        self, conn: Connection, id_number: str, names: frozenset[str]
-    ) -> tuple[Stamp, Facts]:
+    def gather_in(self, conn: Connection, id_number: str, names: frozenset[str]) -> Facts:
+        """The facts asked for, read on ``conn`` inside its transaction.
+
+        For a writer holding a lock in that transaction: it needs no second pooled
+        connection (which could deadlock a pool whose other connections wait for
+        the same lock) and sees the transaction's own writes.
+        """
+        names = check_names(names)
+        if not self._postgres:
+            return self._gather_sqlite(conn, id_number, names)[1]
+        ordered, statement = self._pg_statement(names)
+        row = tuple(conn.exec_driver_sql(statement, {"id": id_number}).one())
+        return self._pg_decode(ordered, row)[1]
+
+    def _pg_statement(self, names: frozenset[str]) -> tuple[list[str], str]:
         prepared = self._pg_sql.get(names)
         if prepared is None:
             ordered = sorted(names)
             columns = [_STAMP_SQL.removeprefix("SELECT ")] + [_pg_json(n) for n in ordered]
-            prepared = (ordered, text("SELECT " + ", ".join(columns)))
+            sql = ("SELECT " + ", ".join(columns)).replace(":id", "%(id)s")
+            prepared = (ordered, sql)
             self._pg_sql[names] = prepared
-        ordered, statement = prepared
-        row = conn.execute(statement, {"id": id_number}).one()
+        return prepared
+
+    def _gather_pg(self, id_number: str, names: frozenset[str]) -> tuple[Stamp, Facts]:
+        ordered, statement = self._pg_statement(names)
+        return self._pg_decode(ordered, self._pg_row(statement, id_number))
+
+    @staticmethod
+    def _pg_decode(ordered: list[str], row: tuple[Any, ...]) -> tuple[Stamp, Facts]:
         stamp = Stamp(int(row[0]), int(row[1] or 0))
-        return stamp, {n: decode_fact(n, row[i + 2]) for i, n in enumerate(ordered)}
+        facts: Facts = {}
+        for i, name in enumerate(ordered, 2):
+            raw = row[i]
+            facts[name] = decode_fact(name, orjson.loads(raw) if isinstance(raw, str) else raw)
+        return stamp, facts
+
+    def _pg_row(self, sql: str, id_number: str) -> tuple[Any, ...]:
+        """One row of one statement, in autocommit (a statement is a snapshot by itself).
+
+        Straight on the pooled psycopg connection: no BEGIN/ROLLBACK round trips and
+        psycopg prepares the statement server-side after a few runs. A connection
+        that broke while pooled is discarded and the read retried once.
+        """
+        for attempt in (1, 2):
+            with unavailable_as_registry_error():
+                pooled = self._engine.raw_connection()
+            try:
+                dbapi: Any = pooled.driver_connection
+                dbapi.autocommit = True
+                row = dbapi.execute(sql, {"id": id_number}).fetchone()
+                dbapi.autocommit = False
+                return tuple(row)
+            except psycopg.OperationalError as error:
+                pooled.invalidate()
+                if attempt == 2:
+                    raise RegistryUnavailable(
+                        "the registry database cannot be reached; retry later"
+                    ) from error
+            finally:
+                pooled.close()
+        raise AssertionError("unreachable")
 
     def _gather_sqlite(
         self, conn: Connection, id_number: str, names: frozenset[str]

@@ -133,7 +133,7 @@ class ApplicationService:
                         earlier = self._replay(conn, channel, idempotency_key, digest)
                         if earlier is not None:
                             return earlier, False
-                    facts = self.c.sql_facts.gather(app.applicant_id, policy.fact_names)
+                    facts = self.c.sql_facts.gather_in(conn, app.applicant_id, policy.fact_names)
                     decision = decider.decide(facts, today, app.form, trace=True)
                     if decision["decision"] == "approved":
                         extra = ACTIONS[policy.issue](
