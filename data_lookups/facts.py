@@ -28,7 +28,7 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 import psycopg
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, exc, text
 
 from approval_service.errors import FactsError, RegistryUnavailable
 from data_lookups.catalogue import FACTS
@@ -78,6 +78,7 @@ _STAMP_SQL = (
     "(SELECT version FROM fact_versions WHERE id_number = :id)"
 )
 _PG_STAMP_SQL = _STAMP_SQL.replace(":id", "%(id)s")
+_UNAVAILABLE = "the registry database cannot be reached; retry later"
 
 
 def _to_date(value: Any) -> date | None:
@@ -259,8 +260,10 @@ class SqlFactSource:
         that broke while pooled is discarded and the read retried once.
         """
         for attempt in (1, 2):
-            with unavailable_as_registry_error():
+            try:
                 pooled = self._engine.raw_connection()
+            except (exc.DBAPIError, psycopg.OperationalError) as error:
+                raise RegistryUnavailable(_UNAVAILABLE) from error
             try:
                 dbapi: Any = pooled.driver_connection
                 dbapi.autocommit = True
@@ -270,9 +273,7 @@ class SqlFactSource:
             except psycopg.OperationalError as error:
                 pooled.invalidate()
                 if attempt == 2:
-                    raise RegistryUnavailable(
-                        "the registry database cannot be reached; retry later"
-                    ) from error
+                    raise RegistryUnavailable(_UNAVAILABLE) from error
             finally:
                 pooled.close()
         raise AssertionError("unreachable")

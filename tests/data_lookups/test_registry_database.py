@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import Engine, inspect
 
 from approval_service.errors import RegistryUnavailable
 from data_lookups.database import ensure_schema, make_engine, write_transaction
@@ -87,3 +87,15 @@ def test_unreachable_database_is_registry_unavailable(tmp_path: Path) -> None:
     (tmp_path / "population.jsonl").write_text("")
     with pytest.raises(RegistryUnavailable):
         import_directory(engine, tmp_path)
+
+
+def test_reads_survive_the_server_dropping_pooled_connections(pg_engine: Engine) -> None:
+    source = SqlFactSource(pg_engine)
+    source.stamp("11010519491231002X")  # leaves a connection in the pool
+    with pg_engine.connect() as conn:
+        conn.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        conn.commit()
+    assert source.gather("11010519491231002X", ALL_FACTS)["person"] is None

@@ -1,0 +1,82 @@
+"""Scale check: generate N residents (default one million) and import them into a fresh database.
+
+Run as a script (not collected by pytest)::
+
+    .venv/bin/python benchmarks/import_scale.py [--people 1000000] [--sqlite]
+
+It creates a scratch PostgreSQL database on the test server
+(``MIAOPI_TEST_PG_ADMIN``, default ``postgresql://postgres@127.0.0.1:5432/postgres``),
+times ``generate`` and ``import`` (a first import into empty tables, then a
+re-import of the same files, which finds every row unchanged), prints the figures
+and drops the database. ``--sqlite`` imports into a temporary SQLite file instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import psycopg
+
+from data_lookups.database import ensure_schema, make_engine
+from data_lookups.importer import import_directory
+from data_lookups.synthetic import generate_registry
+
+PG_ADMIN_URL = os.environ.get(
+    "MIAOPI_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+AS_OF = date(2026, 11, 23)
+
+
+def _timed_import(url: str, directory: Path, label: str) -> None:
+    engine = make_engine(url)
+    ensure_schema(engine)
+    for attempt in ("first import", "re-import"):
+        started = time.perf_counter()
+        report = import_directory(engine, directory, today=AS_OF)
+        elapsed = time.perf_counter() - started
+        if not report.ok:
+            print("\n".join(report.problems()[:20]), file=sys.stderr)
+            raise SystemExit(1)
+        rows = sum(f.rows for f in report.files)
+        print(f"{label} {attempt}: {elapsed:6.1f} s for {rows} lines in {len(report.files)} files")
+    engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--people", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--sqlite", action="store_true", help="import into SQLite instead")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="miaopi-scale-") as scratch:
+        directory = Path(scratch) / "registry"
+        started = time.perf_counter()
+        summary = generate_registry(directory, args.people, seed=args.seed, as_of=AS_OF)
+        elapsed = time.perf_counter() - started
+        population_rows = summary.rows["population"]
+        print(
+            f"generate: {elapsed:6.1f} s for {args.people} people "
+            f"({sum(summary.rows.values())} lines, {population_rows} population rows)"
+        )
+        if args.sqlite:
+            _timed_import(f"sqlite:///{scratch}/registry.sqlite3", directory, "sqlite")
+            return
+        name = f"miaopi_scale_{secrets.token_hex(4)}"
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        try:
+            _timed_import(f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}", directory, "postgresql")
+        finally:
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()

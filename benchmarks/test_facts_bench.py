@@ -1,0 +1,128 @@
+"""Fact gathering latency: cold from PostgreSQL, warm from Redis and from memory.
+
+Each benchmark checks the result once, then times the call. The p99 of the
+timed rounds is added to ``extra_info`` (``p99_ms``). Run with::
+
+    .venv/bin/pytest benchmarks/test_facts_bench.py -p no:cacheprovider
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import Engine
+
+from data_lookups.database import ensure_schema, make_engine
+from data_lookups.fact_cache import CachedFactSource, MemoryFactCache, RedisFactCache
+from data_lookups.facts import ALL_FACTS, SqlFactSource
+from data_lookups.importer import import_directory
+from data_lookups.synthetic import generate_registry
+
+AS_OF = date(2026, 11, 23)
+HOUSING = frozenset({"person", "fund", "properties", "spouse_properties", "retired_on"})
+
+
+@pytest.fixture(scope="module")
+def bench_engine(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """Its own PostgreSQL database holding a 5,000-resident synthetic registry."""
+    base, name = pg_url.rsplit("/", 1)
+    own = f"{name}_bench_{secrets.token_hex(2)}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{own}"')
+    engine = make_engine(f"{base}/{own}")
+    try:
+        ensure_schema(engine)
+        directory = tmp_path_factory.mktemp("bench-registry")
+        generate_registry(directory, 5_000, seed=11, as_of=AS_OF)
+        assert import_directory(engine, directory, today=AS_OF).ok
+        yield engine
+    finally:
+        engine.dispose()
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{own}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def married_fund_holder(bench_engine: Engine) -> str:
+    """Someone with a fund account and a spouse: the widest housing-fund gather."""
+    with bench_engine.connect() as conn:
+        row = conn.exec_driver_sql(
+            "SELECT f.id_number FROM fund_accounts f JOIN marriages m USING (id_number) "
+            "ORDER BY f.id_number LIMIT 1"
+        ).one()
+    return str(row[0])
+
+
+def _run(benchmark: Any, fn: Callable[[], object]) -> None:
+    benchmark.pedantic(fn, rounds=2000, iterations=1, warmup_rounds=50)
+    data = sorted(benchmark.stats.stats.data) if benchmark.stats else []
+    if data:
+        benchmark.extra_info["p99_ms"] = round(data[int(len(data) * 0.99) - 1] * 1000, 3)
+
+
+def test_gather_cold_postgres(
+    benchmark: Any, bench_engine: Engine, married_fund_holder: str
+) -> None:
+    source = SqlFactSource(bench_engine)
+    facts = source.gather(married_fund_holder, ALL_FACTS)
+    assert facts["person"] is not None and facts["fund"] is not None
+    _run(benchmark, lambda: source.gather(married_fund_holder, ALL_FACTS))
+
+
+def test_gather_cold_postgres_housing_facts(
+    benchmark: Any, bench_engine: Engine, married_fund_holder: str
+) -> None:
+    source = SqlFactSource(bench_engine)
+    assert set(source.gather(married_fund_holder, HOUSING)) == HOUSING
+    _run(benchmark, lambda: source.gather(married_fund_holder, HOUSING))
+
+
+def test_stamp_read_postgres(
+    benchmark: Any, bench_engine: Engine, married_fund_holder: str
+) -> None:
+    source = SqlFactSource(bench_engine)
+    assert source.stamp(married_fund_holder).epoch >= 1
+    _run(benchmark, lambda: source.stamp(married_fund_holder))
+
+
+def test_gather_warm_redis(
+    benchmark: Any,
+    bench_engine: Engine,
+    married_fund_holder: str,
+    redis_url: str,
+    redis_prefix: str,
+) -> None:
+    cache = RedisFactCache(redis_url, prefix=f"{redis_prefix}bench:")
+    cached = CachedFactSource(SqlFactSource(bench_engine), cache)
+    expected = SqlFactSource(bench_engine).gather(married_fund_holder, HOUSING)
+    assert cached.gather(married_fund_holder, HOUSING) == expected
+    assert cached.gather(married_fund_holder, HOUSING) == expected  # from Redis
+    _run(benchmark, lambda: cached.gather(married_fund_holder, HOUSING))
+    cache.close()
+
+
+def test_gather_warm_memory(benchmark: Any, bench_engine: Engine, married_fund_holder: str) -> None:
+    cached = CachedFactSource(SqlFactSource(bench_engine), MemoryFactCache())
+    expected = SqlFactSource(bench_engine).gather(married_fund_holder, HOUSING)
+    assert cached.gather(married_fund_holder, HOUSING) == expected
+    _run(benchmark, lambda: cached.gather(married_fund_holder, HOUSING))
+
+
+def test_import_sqlite_10k(benchmark: Any, tmp_path: Path) -> None:
+    """Import of a 10,000-resident registry into a fresh SQLite file (the embedded default)."""
+    generate_registry(tmp_path / "reg", 10_000, seed=3, as_of=AS_OF)
+    counter = iter(range(1000))
+
+    def run() -> None:
+        engine = make_engine(f"sqlite:///{tmp_path}/db{next(counter)}.sqlite3")
+        ensure_schema(engine)
+        assert import_directory(engine, tmp_path / "reg", today=AS_OF).ok
+        engine.dispose()
+
+    benchmark.pedantic(run, rounds=3, iterations=1)
