@@ -16,6 +16,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any, NoReturn
 
+import yaml
+
 from approval_service.authoring.facts import FactSpec, fact_spec, known_facts
 from approval_service.authoring.values import BadValue, convert, parse_date
 from approval_service.errors import CaseFileError, Location, PolicyError
@@ -95,7 +97,29 @@ def load_case_text(text: str, path: str, policies: Mapping[str, Policy]) -> Case
     except PolicyError as exc:
         location = exc.location or Location(path)
         raise CaseFileProblem(exc.message, location, exc.suggestion) from None
+    except ValueError as exc:  # PyYAML builds dates like 1941-02-30 and fails
+        raise CaseFileProblem(
+            f"not a real calendar date ({exc})", _bad_timestamp(text, path), "check the day"
+        ) from None
     return _Reader(path, policies).read(doc)
+
+
+def _bad_timestamp(text: str, path: str) -> Location:
+    """Where the first YAML date that is not a real date stands."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    pending: list[yaml.Node] = [root] if root is not None else []
+    while pending:
+        node = pending.pop(0)
+        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":timestamp"):
+            try:
+                date.fromisoformat(node.value[:10])
+            except ValueError:
+                return Location(path, node.start_mark.line + 1, node.start_mark.column + 1)
+        elif isinstance(node, yaml.MappingNode):
+            pending += [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            pending += node.value
+    return Location(path)
 
 
 class _Reader:
