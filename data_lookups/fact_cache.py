@@ -43,8 +43,17 @@ from typing import Any, Protocol
 
 import orjson
 import redis
+from sqlalchemy import Engine
 
-from data_lookups.facts import ALL_FACTS, Facts, SqlFactSource, Stamp, decode_fact, encode_fact
+from data_lookups.facts import (
+    ALL_FACTS,
+    Facts,
+    SqlFactSource,
+    Stamp,
+    check_names,
+    decode_fact,
+    encode_fact,
+)
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +203,13 @@ def make_fact_cache(redis_url: str | None, *, prefix: str = "miaopi:") -> FactCa
     return MemoryFactCache()
 
 
+def make_fact_source(
+    engine: Engine, redis_url: str | None, *, prefix: str = "miaopi:"
+) -> CachedFactSource:
+    """What the service uses: the registry database behind the configured cache."""
+    return CachedFactSource(SqlFactSource(engine), make_fact_cache(redis_url, prefix=prefix))
+
+
 class CachedFactSource:
     """A :class:`SqlFactSource` with a cache in front (see the module docstring).
 
@@ -207,6 +223,7 @@ class CachedFactSource:
         self._flights_lock = threading.Lock()
 
     def gather(self, id_number: str, names: frozenset[str]) -> Facts:
+        names = check_names(names)
         stamp = self._inner.stamp(id_number)
         bundle = self.cache.get(id_number, stamp)
         if bundle is None:

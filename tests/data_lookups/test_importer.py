@@ -24,7 +24,8 @@ def _rows(engine: Engine, sql: str) -> list[tuple[object, ...]]:
 
 
 def _epoch(engine: Engine) -> int:
-    return int(_rows(engine, "SELECT epoch FROM registry_state")[0][0])  # type: ignore[call-overload]
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT epoch FROM registry_state")).scalar_one())
 
 
 def test_population_upserts_by_id_number(engine: Engine, tmp_path: Path) -> None:

@@ -103,7 +103,7 @@ def test_issued_card_skips_a_number_an_import_already_uses(engine: Engine, tmp_p
 
 
 def _fund(engine: Engine, tmp_path: Path, status: str = "normal", balance: str = "3000.00") -> str:
-    me = new_id()
+    me: str = new_id()
     write_jsonl(
         tmp_path,
         "fund_accounts.jsonl",

@@ -51,7 +51,10 @@ def test_people_look_like_bozhou(registry: Path) -> None:
         (int(i[16]) % 2 == 1) == (p["gender"] == "M") for i, p in zip(ids, people, strict=True)
     )
     ages = [AS_OF.year - int(str(p["birth_date"])[:4]) for p in people]
-    share = lambda n: sum(a >= n for a in ages) / len(ages)  # noqa: E731
+
+    def share(n: int) -> float:
+        return sum(a >= n for a in ages) / len(ages)
+
     assert 0.17 < share(60) < 0.24 and 0.02 < share(80) < 0.045
     assert share(100) > 0
     assert any(str(p["birth_date"]).endswith("-02-29") for p in people)
