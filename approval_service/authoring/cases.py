@@ -16,10 +16,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-
 from approval_service.authoring.facts import FactSpec, fact_spec, known_facts
-from approval_service.authoring.values import BadValue, convert, parse_date
+from approval_service.authoring.values import BadValue, bad_timestamp_at, convert, parse_date
 from approval_service.errors import CaseFileError, Location, PolicyError
 from approval_service.policy.model import Policy
 from approval_service.policy.typecheck import did_you_mean
@@ -99,27 +97,9 @@ def load_case_text(text: str, path: str, policies: Mapping[str, Policy]) -> Case
         raise CaseFileProblem(exc.message, location, exc.suggestion) from None
     except ValueError as exc:  # PyYAML builds dates like 1941-02-30 and fails
         raise CaseFileProblem(
-            f"not a real calendar date ({exc})", _bad_timestamp(text, path), "check the day"
+            f"not a real calendar date ({exc})", bad_timestamp_at(text, path), "check the day"
         ) from None
     return _Reader(path, policies).read(doc)
-
-
-def _bad_timestamp(text: str, path: str) -> Location:
-    """Where the first YAML date that is not a real date stands."""
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    pending: list[yaml.Node] = [root] if root is not None else []
-    while pending:
-        node = pending.pop(0)
-        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":timestamp"):
-            try:
-                date.fromisoformat(node.value[:10])
-            except ValueError:
-                return Location(path, node.start_mark.line + 1, node.start_mark.column + 1)
-        elif isinstance(node, yaml.MappingNode):
-            pending += [n for pair in node.value for n in pair]
-        elif isinstance(node, yaml.SequenceNode):
-            pending += node.value
-    return Location(path)
 
 
 class _Reader:
@@ -136,7 +116,7 @@ class _Reader:
             value = YMap()
             value.mark, value.key_marks, value.value_marks = mark or Mark(1, 1), {}, {}
         if not isinstance(value, YMap):
-            self.fail(mark, f"{what} must be a mapping (key: value lines)")
+            self.fail(mark, f"{what} must be a mapping", "write key: value lines, or {key: value}")
         for key in value:
             if key not in keys:
                 self.fail(
@@ -176,7 +156,11 @@ class _Reader:
         for raw, mark in zip(items, items.marks, strict=True):
             case = self.case(policy, raw, mark, defaults, base_facts, base_form)
             if case.name in names:
-                self.fail(mark, f"case name `{case.name}` is also used at line {names[case.name]}")
+                self.fail(
+                    mark,
+                    f"case name `{case.name}` is also used at line {names[case.name]}",
+                    "give every case its own name",
+                )
             names[case.name] = case.line
             out.cases.append(case)
         return out
@@ -196,7 +180,9 @@ class _Reader:
                 self.fail(mark, f"the case has no `{key}`", f"add `{key}:` to the case")
         name = spec["name"]
         if not isinstance(name, str) or not name.strip():
-            self.fail(spec.value_marks["name"], "`name` must be non-empty text")
+            self.fail(
+                spec.value_marks["name"], "`name` must be non-empty text", "like name: 85岁 → 批准"
+            )
         source, key = (spec, "as_of") if "as_of" in spec else (defaults, "as_of")
         if key not in source:
             self.fail(mark, f"case `{name}` has no `as_of` date", "add as_of: YYYY-MM-DD")
@@ -261,7 +247,11 @@ class _Reader:
             return [self.record(spec, v, m, {}) for v, m in zip(value, value.marks, strict=True)]
         if value is None:
             if spec.shape == "record":
-                self.fail(mark, f"fact `{spec.name}` cannot be absent in this policy")
+                self.fail(
+                    mark,
+                    f"fact `{spec.name}` cannot be absent in this policy",
+                    "give the record's fields",
+                )
             return None
         return self.record(spec, value, mark, earlier or {})
 
@@ -331,7 +321,9 @@ class _Reader:
                     or (f"form fields: {', '.join(fields)}" if fields else "remove `form:`"),
                 )
             if value is not None and not isinstance(value, str):
-                self.fail(table.value_marks[key], f"form field `{key}` must be text")
+                self.fail(
+                    table.value_marks[key], f"form field `{key}` must be text", "put it in quotes"
+                )
             out[str(key)] = value
         return out
 
@@ -344,7 +336,7 @@ class _Reader:
             self.fail(
                 spec.value_marks["decision"],
                 f"decision `{decision}` is not one of {', '.join(DECISIONS)}",
-                did_you_mean(str(decision), list(DECISIONS)),
+                did_you_mean(str(decision), list(DECISIONS)) or "write it in English",
             )
         reasons: tuple[str, ...] | None = None
         if "reasons" in spec:

@@ -12,6 +12,9 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import yaml
+
+from approval_service.errors import Location
 from approval_service.policy.types import Type
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -111,3 +114,21 @@ def show(value: Any) -> str:
     if isinstance(value, list | tuple):
         return "[" + ", ".join(show(v) for v in value) + "]"
     return str(value)
+
+
+def bad_timestamp_at(text: str, path: str) -> Location:
+    """Where the first YAML date that is not a real date stands (PyYAML fails on it)."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    pending: list[yaml.Node] = [root] if root is not None else []
+    while pending:
+        node = pending.pop(0)
+        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":timestamp"):
+            try:
+                date.fromisoformat(node.value[:10])
+            except ValueError:
+                return Location(path, node.start_mark.line + 1, node.start_mark.column + 1)
+        elif isinstance(node, yaml.MappingNode):
+            pending += [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            pending += node.value
+    return Location(path)
