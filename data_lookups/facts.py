@@ -223,10 +223,11 @@ class SqlFactSource:
         the same lock) and sees the transaction's own writes.
         """
         names = check_names(names)
-        if not self._postgres:
-            return self._gather_sqlite(conn, id_number, names)[1]
-        ordered, statement = self._pg_statement(names)
-        row = tuple(conn.exec_driver_sql(statement, {"id": id_number}).one())
+        with unavailable_as_registry_error():
+            if not self._postgres:
+                return self._gather_sqlite(conn, id_number, names)[1]
+            ordered, statement = self._pg_statement(names)
+            row = tuple(conn.exec_driver_sql(statement, {"id": id_number}).one())
         return self._pg_decode(ordered, row)[1]
 
     def _pg_statement(self, names: frozenset[str]) -> tuple[list[str], str]:

@@ -200,3 +200,20 @@ def test_stamp_moves_with_imports_and_issuance(engine: Engine, tmp_path: Path) -
     write_jsonl(tmp_path / "again", "photos.jsonl", [{"id_number": me, "photo_sha256": "1" * 64}])
     assert import_directory(engine, tmp_path / "again", today=TODAY).ok
     assert source.stamp(me) == Stamp(first.epoch + 1, second.version)
+
+
+def test_gather_in_sees_the_transactions_own_writes(engine: Engine, tmp_path: Path) -> None:
+    me, _ = _load_couple(engine, tmp_path)
+    source = SqlFactSource(engine)
+    with write_transaction(engine) as conn:
+        conn.exec_driver_sql(
+            "UPDATE senior_cards SET status = 'cancelled', cancel_reason = 'lost', "
+            "cancelled_on = '2026-11-01' WHERE card_no = 'C2'"
+        )
+        card_no = issue_card(conn, me, "B", TODAY, date(2031, 11, 23), "app-1")
+        inside = source.gather_in(conn, me, frozenset({"cards", "person"}))
+        assert [c["card_no"] for c in inside["cards"]] == ["C1", "C2", card_no]  # type: ignore[attr-defined]
+        assert set(inside) == {"cards", "person"}
+        _check_types(inside)
+        conn.rollback()
+    assert len(source.gather(me, frozenset({"cards"}))["cards"]) == 2  # type: ignore[arg-type]
