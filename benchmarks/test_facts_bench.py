@@ -11,7 +11,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterator
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -112,17 +111,3 @@ def test_gather_warm_memory(benchmark: Any, bench_engine: Engine, married_fund_h
     expected = SqlFactSource(bench_engine).gather(married_fund_holder, HOUSING)
     assert cached.gather(married_fund_holder, HOUSING) == expected
     _run(benchmark, lambda: cached.gather(married_fund_holder, HOUSING))
-
-
-def test_import_sqlite_10k(benchmark: Any, tmp_path: Path) -> None:
-    """Import of a 10,000-resident registry into a fresh SQLite file (the embedded default)."""
-    generate_registry(tmp_path / "reg", 10_000, seed=3, as_of=AS_OF)
-    counter = iter(range(1000))
-
-    def run() -> None:
-        engine = make_engine(f"sqlite:///{tmp_path}/db{next(counter)}.sqlite3")
-        ensure_schema(engine)
-        assert import_directory(engine, tmp_path / "reg", today=AS_OF).ok
-        engine.dispose()
-
-    benchmark.pedantic(run, rounds=3, iterations=1)

@@ -95,7 +95,14 @@ def _is_connectivity(error: exc.OperationalError) -> bool:
     if error.connection_invalidated:
         return True
     text = str(error.orig).lower()
-    markers = ("connect", "connection", "server closed", "unable to open", "timeout", "refused")
+    markers = (
+        "connect",
+        "server closed",
+        "unable to open",
+        "timeout",
+        "refused",
+        "database is locked",
+    )
     return any(m in text for m in markers)
 
 

@@ -99,3 +99,26 @@ def test_reads_survive_the_server_dropping_pooled_connections(pg_engine: Engine)
         )
         conn.commit()
     assert source.gather("11010519491231002X", ALL_FACTS)["person"] is None
+
+
+def test_concurrent_ensure_schema_on_a_fresh_sqlite_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/fresh.sqlite3"
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def migrate() -> None:
+        engine = make_engine(url)
+        try:
+            barrier.wait()
+            ensure_schema(engine)
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            engine.dispose()
+
+    threads = [threading.Thread(target=migrate) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
