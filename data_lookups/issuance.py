@@ -33,6 +33,7 @@ from data_lookups.models import (
 )
 
 T = TypeVar("T")
+_CENT = Decimal("0.01")
 _BUMP = (
     "INSERT INTO fact_versions (id_number, version) VALUES (:id, 1) "
     "ON CONFLICT (id_number) DO UPDATE SET version = fact_versions.version + 1"
@@ -156,32 +157,38 @@ def _withdraw(
     application_id: str | None,
     kind: str,
 ) -> None:
+    """Read the account (locked), compute the new balance in ``Decimal``, write it back.
+
+    The arithmetic happens here, not in SQL: SQLite keeps NUMERIC as binary
+    floating point, where ``balance - amount`` could drift off the cent.
+    """
     account = FundAccount.__table__.c
+    query = select(account.status, account.balance).where(account.id_number == id_number)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    amount = amount.quantize(_CENT)
+    refused = f"{kind} withdrawal for {mask_id(id_number)}: "
+    if row is None:
+        raise IssuanceConflict(refused + "there is no fund account")
+    status, balance = row[0], Decimal(row[1]).quantize(_CENT)
     if kind == "rent":
-        statement = (
-            update(FundAccount)
-            .where(
-                account.id_number == id_number,
-                account.status == "normal",
-                account.balance >= amount,
-            )
-            .values(balance=account.balance - amount, last_rent_withdrawal_date=on)
-        )
+        if status != "normal" or not _CENT <= amount <= balance:
+            raise IssuanceConflict(refused + "the account is not normal or the balance is short")
+        changes: dict[str, object] = {"balance": balance - amount, "last_rent_withdrawal_date": on}
     else:
-        statement = (
-            update(FundAccount)
-            .where(
-                account.id_number == id_number,
-                account.status.not_in(("closed", "frozen")),
-                account.balance == amount,
+        if status in ("closed", "frozen") or amount != balance:
+            raise IssuanceConflict(
+                refused + "the account is closed or frozen, or the balance moved"
             )
-            .values(balance=Decimal("0.00"), status="closed")
-        )
-    if conn.execute(statement.returning(account.id_number)).first() is None:
-        raise IssuanceConflict(
-            f"{kind} withdrawal for {mask_id(id_number)}: the account is not in a state "
-            "that allows it (status or balance changed)"
-        )
+        changes = {"balance": Decimal("0.00"), "status": "closed"}
+    written = conn.execute(
+        update(FundAccount)
+        .where(account.id_number == id_number, account.balance == balance)
+        .values(**changes)
+    )
+    if written.rowcount != 1:
+        raise IssuanceConflict(refused + "the balance changed meanwhile")
     conn.execute(
         insert(FundWithdrawal).values(
             id_number=id_number,

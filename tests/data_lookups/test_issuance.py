@@ -153,3 +153,17 @@ def test_frozen_account_cannot_be_closed(engine: Engine, tmp_path: Path) -> None
     me = _fund(engine, tmp_path, status="frozen")
     with write_transaction(engine) as conn, pytest.raises(IssuanceConflict):
         close_fund_for_retirement(conn, me, Decimal("3000.00"), D, "x")
+
+
+def test_balances_stay_exact_to_the_cent(engine: Engine, tmp_path: Path) -> None:
+    """Float storage (SQLite NUMERIC) must not make a later full withdrawal miss by a hair."""
+    me = _fund(engine, tmp_path, balance="1234.56")
+    for step, amount in enumerate(("0.07", "600.00", "0.10", "0.20")):
+        with write_transaction(engine) as conn:
+            record_rent_withdrawal(conn, me, Decimal(amount), D, f"r{step}")
+    fund = SqlFactSource(engine).gather(me, frozenset({"fund"}))["fund"]
+    assert fund["balance"] == Decimal("634.19")  # type: ignore[index]
+    with write_transaction(engine) as conn:
+        close_fund_for_retirement(conn, me, Decimal("634.19"), D, "close")
+    with write_transaction(engine) as conn, pytest.raises(IssuanceConflict):
+        record_rent_withdrawal(conn, new_id(), Decimal("1.00"), D, "none")  # no account
