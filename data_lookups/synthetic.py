@@ -142,7 +142,8 @@ class _Generator:
         self.used: dict[tuple[str, int, int], int] = {}
         self.card_seq = 1_000_000_000
         self.property_seq = 0
-        self.waiting: tuple[list[str], list[str]] = ([], [])  # unmarried women, men
+        # people waiting for a spouse, by (is_male, age decade): couples are of an age
+        self.waiting: dict[tuple[int, int], list[str]] = {}
 
     # -- identity -------------------------------------------------------------------
 
@@ -215,7 +216,7 @@ class _Generator:
         if age >= 23:
             self._properties(id_number, local)
             if not dead and age <= 90 and rng.random() < 0.6:
-                self._marry(id_number, male)
+                self._marry(id_number, male, age)
         self._social_security(id_number, born, age, male)
 
     def _last_seen(self, born: date, death: date | None) -> str | None:
@@ -342,8 +343,8 @@ class _Generator:
                 f' "id_number": "{id_number}", "region": "{region}"}}'
             )
 
-    def _marry(self, id_number: str, male: int) -> None:
-        partners = self.waiting[1 - male]
+    def _marry(self, id_number: str, male: int, age: int) -> None:
+        partners = self.waiting.setdefault((1 - male, age // 10), [])
         if partners:
             spouse = partners.pop()
             self.b["marriages"].append(
@@ -353,7 +354,7 @@ class _Generator:
                 f'{{"id_number": "{spouse}", "spouse_id_number": "{id_number}"}}'
             )
         else:
-            self.waiting[male].append(id_number)
+            self.waiting.setdefault((male, age // 10), []).append(id_number)
 
     def _social_security(self, id_number: str, born: date, age: int, male: int) -> None:
         rng = self.rng

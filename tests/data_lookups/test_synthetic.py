@@ -100,6 +100,10 @@ def test_other_registries_cover_the_cases(registry: Path) -> None:
     assert 0.01 < missing < 0.06
     marriages = {(m["id_number"], m["spouse_id_number"]) for m in _rows(registry, "marriages")}
     assert marriages and all((b, a) in marriages for a, b in marriages)
+    for a, b in marriages:
+        years = [int(str(people[x]["birth_date"])[:4]) for x in (a, b)]
+        assert abs(years[0] - years[1]) < 20
+        assert people[a]["gender"] != people[b]["gender"]
     allowances = _rows(registry, "allowances")
     assert {a["status"] for a in allowances} == {"active", "stopped"}
     regions = Counter(str(p["region"])[:4] for p in _rows(registry, "properties"))
