@@ -112,10 +112,14 @@ def _encode_bundle(stamp: Stamp, bundle: Facts) -> bytes:
 
 
 def _decode_bundle(payload: bytes, stamp: Stamp) -> Facts | None:
-    data = orjson.loads(payload)
-    if tuple(data["s"]) != tuple(stamp):
+    try:
+        data = orjson.loads(payload)
+        if tuple(data["s"]) != tuple(stamp):
+            return None
+        return {name: decode_fact(name, raw) for name, raw in data["f"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        log.warning("fact cache: unreadable entry ignored")  # written by another version?
         return None
-    return {name: decode_fact(name, raw) for name, raw in data["f"].items()}
 
 
 class RedisFactCache:
@@ -174,7 +178,7 @@ class RedisFactCache:
             return None
         try:
             result = getattr(self._client, method)(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
+        except (redis.RedisError, OSError) as error:  # a cache never fails a decision
             self._failed(error)
             return None
         self._succeeded()

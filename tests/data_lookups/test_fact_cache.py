@@ -313,3 +313,20 @@ def test_redis_going_away_and_coming_back(
         assert any("reachable again" in r.getMessage() for r in caplog.records)
     finally:
         _stop(proc)
+
+
+def test_unreadable_or_refused_redis_entries_are_misses(redis_url: str, redis_prefix: str) -> None:
+    cache = RedisFactCache(redis_url, prefix=f"{redis_prefix}junk:")
+    raw = redis.Redis.from_url(redis_url)
+    raw.set(f"{redis_prefix}junk:facts:p", b"not json")
+    assert cache.get("p", Stamp(0, 0)) is None
+    raw.set(f"{redis_prefix}junk:facts:p", b'{"s": [0, 0], "f": {"nope": 1}}')
+    assert cache.get("p", Stamp(0, 0)) is None
+    raw.close()
+    broken = RedisFactCache(redis_url, prefix=f"{redis_prefix}junk:")
+    broken._client.get = _refuse  # type: ignore[method-assign]
+    assert broken.get("p", Stamp(0, 0)) is None  # e.g. a replica answering READONLY
+
+
+def _refuse(*_args: object, **_kwargs: object) -> object:
+    raise redis.ResponseError("READONLY You can't write against a read only replica.")
