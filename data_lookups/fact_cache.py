@@ -24,6 +24,11 @@ between commit and invalidation, and when Redis was down during a write and
 comes back with old entries. An entry written late with an old stamp can only
 cause a miss, never a stale hit. ``invalidate`` only frees memory early.
 
+The one obligation: every change to registry rows goes through the importer or
+:mod:`data_lookups.issuance`, or calls :func:`data_lookups.issuance.bump_versions`
+(or bumps ``registry_state.epoch``) in its own transaction. A hand-made SQL fix
+that does neither is not seen until the entry expires (``DEFAULT_TTL_SECONDS``).
+
 The price is one small database read per decision besides the cache read; the
 saving is the full gather (nine tables). Redis being down only costs speed: it is
 skipped (one warning per outage, no personal data) and retried after a second.

@@ -150,6 +150,8 @@ def _load_file(
             done += len(raw)
             if progress is not None and lineno % 20_000 == 0:
                 progress(fmt.file, done, total)
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 byte-order mark left by some Windows tools
             if not raw.strip():
                 continue
             where = f"{fmt.file}:{lineno}"

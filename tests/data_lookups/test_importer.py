@@ -6,6 +6,7 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
+import orjson
 import pytest
 from registry_rows import new_id, person, write_jsonl
 from sqlalchemy import Engine, text
@@ -239,3 +240,12 @@ def test_progress_is_reported(engine: Engine, tmp_path: Path) -> None:
     import_directory(engine, tmp_path, today=TODAY, progress=lambda *a: seen.append(a))
     size = (tmp_path / "population.jsonl").stat().st_size
     assert seen[-1] == ("population.jsonl", size, size)
+
+
+def test_byte_order_mark_and_crlf_are_tolerated(engine: Engine, tmp_path: Path) -> None:
+    me = new_id()
+    line = orjson.dumps(person(me))
+    (tmp_path / "population.jsonl").write_bytes(b"\xef\xbb\xbf" + line + b"\r\n\r\n")
+    report = import_directory(engine, tmp_path, today=TODAY)
+    assert report.ok, report.problems()
+    assert _rows(engine, "SELECT id_number FROM population") == [(me,)]
