@@ -22,9 +22,10 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, event, exc, make_url
 
-from approval_service.errors import RegistryUnavailable
+from approval_service.errors import RegistryError, RegistryUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -133,13 +134,23 @@ def _current(conn: Connection) -> str | None:
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Create or migrate the schema to the newest revision; idempotent and concurrency-safe."""
+    """Create or migrate the schema to the newest revision; idempotent and concurrency-safe.
+
+    Raises :class:`RegistryUnavailable` when the database cannot be reached and
+    :class:`RegistryError` when it holds a revision this release does not know.
+    """
     head = _head()
-    with unavailable_as_registry_error():
-        if is_postgres(engine):
-            _ensure_postgres(engine, head)
-        else:
-            _ensure_sqlite(engine, head)
+    try:
+        with unavailable_as_registry_error():
+            if is_postgres(engine):
+                _ensure_postgres(engine, head)
+            else:
+                _ensure_sqlite(engine, head)
+    except CommandError as error:
+        raise RegistryError(
+            f"cannot migrate the database schema to {head}: {error} "
+            "(was it migrated by a newer release of miaopi?)"
+        ) from error
 
 
 def _ensure_postgres(engine: Engine, head: str | None) -> None:

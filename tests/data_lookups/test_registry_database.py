@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, inspect
 
-from approval_service.errors import RegistryUnavailable
+from approval_service.errors import RegistryError, RegistryUnavailable
 from data_lookups.database import ensure_schema, make_engine, write_transaction
 from data_lookups.facts import ALL_FACTS, SqlFactSource
 from data_lookups.importer import import_directory
@@ -122,3 +122,13 @@ def test_concurrent_ensure_schema_on_a_fresh_sqlite_file(tmp_path: Path) -> None
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_a_schema_from_a_newer_release_is_a_clear_error(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/newer.sqlite3")
+    ensure_schema(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999_future'")
+    with pytest.raises(RegistryError, match="newer release"):
+        ensure_schema(engine)
+    engine.dispose()
