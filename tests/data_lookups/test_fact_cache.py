@@ -330,3 +330,50 @@ def test_unreadable_or_refused_redis_entries_are_misses(redis_url: str, redis_pr
 
 def _refuse(*_args: object, **_kwargs: object) -> object:
     raise redis.ResponseError("READONLY You can't write against a read only replica.")
+
+
+def test_no_stale_read_across_cache_clients_during_imports(
+    engine: Engine, redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    """As above, through the import path (epoch), each reader with its own Redis client
+    (as separate service processes would be)."""
+    me = new_id()
+    start = date(2026, 1, 1)
+    _load(engine, tmp_path / "0", person(me, last_seen_date=start.isoformat()))
+    prefix = f"{redis_prefix}race-import:"
+    committed = 0
+    stale: list[tuple[int, int]] = []
+    gathers: list[CountingSource] = []
+    reads = 0
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def write() -> None:
+        nonlocal committed
+        for day in range(1, 25):
+            seen = date.fromordinal(start.toordinal() + day).isoformat()
+            _load(engine, tmp_path / str(day), person(me, last_seen_date=seen))
+            committed = day
+        stop.set()
+
+    def read() -> None:
+        nonlocal reads
+        source = CountingSource(engine)
+        cached = CachedFactSource(source, RedisFactCache(redis_url, prefix=prefix))
+        gathers.append(source)
+        while not stop.is_set():
+            floor = committed
+            seen = cached.gather(me, frozenset({"person"}))["person"]["last_seen_date"]  # type: ignore[index]
+            got = seen.toordinal() - start.toordinal()
+            with lock:
+                reads += 1
+                if got < floor:
+                    stale.append((floor, got))
+
+    threads = [threading.Thread(target=write)] + [threading.Thread(target=read) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert stale == []
+    assert sum(s.gathers for s in gathers) < reads
