@@ -30,7 +30,9 @@ The one obligation: every change to registry rows goes through the importer or
 that does neither is not seen until the entry expires (``DEFAULT_TTL_SECONDS``).
 
 The price is one small database read per decision besides the cache read; the
-saving is the full gather (nine tables). Redis being down only costs speed: it is
+saving is the full gather (nine tables). With Redis, a small in-process tier sits in
+front (:class:`TieredFactCache`): also stamp-validated, it saves the network hop
+and the decoding; Redis shares bundles between processes. Redis being down only costs speed: it is
 skipped (one warning per outage, no personal data) and retried after a second.
 A cold burst for one person sends one gather to the database per process
 (single-flight per person and stamp).
@@ -205,10 +207,48 @@ class RedisFactCache:
         self._client.close()
 
 
-def make_fact_cache(redis_url: str | None, *, prefix: str = "miaopi:") -> FactCache:
-    """Redis when a URL is configured (``MIAOPI_REDIS_URL``), in-process otherwise."""
+class TieredFactCache:
+    """A small in-process cache in front of a shared one (Redis).
+
+    Both tiers validate by stamp, so the near tier can never be staler than the
+    far one: it only saves the network hop and the decoding of the entry.
+    """
+
+    def __init__(self, near: MemoryFactCache, far: FactCache) -> None:
+        self.near = near
+        self.far = far
+
+    def get(self, id_number: str, stamp: Stamp) -> Facts | None:
+        bundle = self.near.get(id_number, stamp)
+        if bundle is None:
+            bundle = self.far.get(id_number, stamp)
+            if bundle is not None:
+                self.near.put(id_number, stamp, bundle)
+        return bundle
+
+    def put(self, id_number: str, stamp: Stamp, bundle: Facts) -> None:
+        self.near.put(id_number, stamp, bundle)
+        self.far.put(id_number, stamp, bundle)
+
+    def invalidate(self, id_numbers: Iterable[str]) -> None:
+        ids = list(id_numbers)
+        self.near.invalidate(ids)
+        self.far.invalidate(ids)
+
+    def close(self) -> None:
+        closer = getattr(self.far, "close", None)
+        if closer is not None:
+            closer()
+
+
+def make_fact_cache(
+    redis_url: str | None, *, prefix: str = "miaopi:", near_entries: int = 20_000
+) -> FactCache:
+    """Redis (behind a small in-process tier) when a URL is configured, in-process otherwise."""
     if redis_url:
-        return RedisFactCache(redis_url, prefix=prefix)
+        return TieredFactCache(
+            MemoryFactCache(near_entries), RedisFactCache(redis_url, prefix=prefix)
+        )
     return MemoryFactCache()
 
 

@@ -23,6 +23,7 @@ from data_lookups.fact_cache import (
     FactCache,
     MemoryFactCache,
     RedisFactCache,
+    TieredFactCache,
     make_fact_cache,
 )
 from data_lookups.facts import Facts, SqlFactSource, Stamp
@@ -50,15 +51,15 @@ class CountingSource(SqlFactSource):
         return super().gather_stamped(id_number, names)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "tiered"])
 def cache(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str) -> Iterator[FactCache]:
     if request.param == "memory":
         yield MemoryFactCache()
-    else:
-        prefix = f"{redis_prefix}{request.node.name}:"
-        client = RedisFactCache(redis_url, prefix=prefix)
-        yield client
-        client.close()
+        return
+    prefix = f"{redis_prefix}{request.node.name}:"
+    client = RedisFactCache(redis_url, prefix=prefix)
+    yield client if request.param == "redis" else TieredFactCache(MemoryFactCache(), client)
+    client.close()
 
 
 def _load(engine: Engine, directory: Path, *rows: dict[str, object]) -> None:
@@ -156,7 +157,9 @@ def test_no_stale_read_after_a_committed_update(engine: Engine, cache: FactCache
                 )
                 bump_versions(conn, [me])
             committed = value  # after the commit returned
-            time.sleep(0.005)
+            before, deadline = reads, time.monotonic() + 1
+            while reads < before + 4 and time.monotonic() < deadline:
+                time.sleep(0.0005)  # let the readers hit the cache between commits
         stop.set()
 
     def read() -> None:
@@ -241,7 +244,13 @@ def test_redis_entry_round_trips_types(redis_url: str, redis_prefix: str) -> Non
     assert cache.get("p", Stamp(3, 4)) == bundle
     assert cache.get("p", Stamp(3, 5)) is None and cache.get("q", Stamp(3, 4)) is None
     assert isinstance(make_fact_cache(None), MemoryFactCache)
-    assert isinstance(make_fact_cache(redis_url), RedisFactCache)
+    tiered = make_fact_cache(redis_url, prefix=f"{redis_prefix}types:")
+    assert isinstance(tiered, TieredFactCache) and isinstance(tiered.far, RedisFactCache)
+    assert tiered.get("p", Stamp(3, 4)) == bundle  # from Redis, now also near
+    assert tiered.near.get("p", Stamp(3, 4)) == bundle
+    tiered.invalidate(["p"])
+    assert tiered.get("p", Stamp(3, 4)) is None
+    tiered.close()
 
 
 def _free_port() -> int:
@@ -354,6 +363,9 @@ def test_no_stale_read_across_cache_clients_during_imports(
             seen = date.fromordinal(start.toordinal() + day).isoformat()
             _load(engine, tmp_path / str(day), person(me, last_seen_date=seen))
             committed = day
+            before, deadline = reads, time.monotonic() + 2
+            while reads < before + 6 and time.monotonic() < deadline:
+                time.sleep(0.001)  # let the readers hit the cache between imports
         stop.set()
 
     def read() -> None:
