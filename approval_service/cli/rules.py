@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 from typing import Annotated
 
@@ -72,24 +71,21 @@ def test_command(
         f"[bold]rules test[/]: {len(suite.cases)} cases of {len(suite.files)} items "
         f"in {escape(str(path or folder / CASES_FOLDER))}, backends: {working}"
     )
-    outcomes = run_cases(suite.cases, deciders)
-    by_case: dict[tuple[str, int], list[Outcome]] = defaultdict(list)
-    for outcome in outcomes:
-        by_case[(outcome.case.file, outcome.case.line)].append(outcome)
     passed = failed = 0
-    for case_file in suite.files:
-        results = [by_case[(c.file, c.line)] for c in case_file.cases]
-        bad = [r for r in results if not all(o.passed for o in r)]
-        passed += len(results) - len(bad)
+    failures: list[Outcome] = []
+    for case_file in suite.files:  # one line per item as it finishes
+        outcomes = run_cases(case_file.cases, deciders)
+        bad = {(o.case.file, o.case.line) for o in outcomes if not o.passed}
+        failures += [o for o in outcomes if not o.passed]
+        passed += len(case_file.cases) - len(bad)
         failed += len(bad)
         if bad:
             out.print(
-                f"[red]✗ {case_file.item}[/]  {len(results) - len(bad)} passed, "
+                f"[red]✗ {case_file.item}[/]  {len(case_file.cases) - len(bad)} passed, "
                 f"[red]{len(bad)} failed[/]"
             )
         else:
-            out.print(f"[green]✓ {case_file.item}[/]  {len(results)} passed")
-    failures = [o for o in outcomes if not o.passed]
+            out.print(f"[green]✓ {case_file.item}[/]  {len(case_file.cases)} passed")
     if failures:
         out.print()
     for lines, group in _grouped(failures):
