@@ -252,6 +252,15 @@ def make_fact_cache(
     return MemoryFactCache()
 
 
+def _copy(value: object) -> object:
+    """A copy of a fact deep enough that a caller's change cannot reach the cache."""
+    if isinstance(value, list):
+        return [dict(record) for record in value]
+    if isinstance(value, dict):
+        return dict(value)
+    return value  # dates, decimals, None: immutable
+
+
 def make_fact_source(
     engine: Engine, redis_url: str | None, *, prefix: str = "miaopi:"
 ) -> CachedFactSource:
@@ -277,7 +286,7 @@ class CachedFactSource:
         bundle = self.cache.get(id_number, stamp)
         if bundle is None:
             bundle = self._load(id_number, stamp)
-        return {name: bundle[name] for name in names}
+        return {name: _copy(bundle[name]) for name in names}
 
     def invalidate(self, id_numbers: Iterable[str]) -> None:
         self.cache.invalidate(id_numbers)

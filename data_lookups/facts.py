@@ -11,7 +11,7 @@ the shapes of :mod:`data_lookups.catalogue`:
 - ``retired_on``: a ``date`` or ``None``.
 
 Values are ``datetime.date``, ``decimal.Decimal`` (money), ``int``, ``bool`` and
-``str``. The dicts are shared with the cache: treat them as read-only.
+``str``. Each call returns its own dicts and lists (the cache keeps its copy).
 
 :class:`SqlFactSource` reads everything asked for, together with the person's
 :class:`Stamp`, from one snapshot: on PostgreSQL a single statement (one round

@@ -389,3 +389,16 @@ def test_no_stale_read_across_cache_clients_during_imports(
         t.join()
     assert stale == []
     assert sum(s.gathers for s in gathers) < reads
+
+
+def test_changing_returned_facts_does_not_change_the_cache(
+    engine: Engine, cache: FactCache, tmp_path: Path
+) -> None:
+    me = new_id()
+    _load(engine, tmp_path, person(me))
+    cached = CachedFactSource(SqlFactSource(engine), cache)
+    first = cached.gather(me, PERSON)
+    first["person"]["name"] = "changed"  # type: ignore[index]
+    first["cards"].append({"card_no": "x"})  # type: ignore[attr-defined]
+    again = cached.gather(me, PERSON)
+    assert again["person"]["name"] == "张秀英" and again["cards"] == []  # type: ignore[index]
