@@ -160,13 +160,13 @@ class FileFormat:
     columns: tuple[Column, ...]
     cross_check: CrossCheck | None = None
     key: str = field(init=False)
+    names: tuple[str, ...] = field(init=False)
+    plan: tuple[tuple[str, Check, bool], ...] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", self.columns[0].name)
-
-    @property
-    def names(self) -> list[str]:
-        return [c.name for c in self.columns]
+        object.__setattr__(self, "names", tuple(c.name for c in self.columns))
+        object.__setattr__(self, "plan", tuple((c.name, c.check, c.nullable) for c in self.columns))
 
 
 def _population_rules(row: Row) -> list[tuple[str, str]]:
@@ -308,31 +308,38 @@ def check_line(fmt: FileFormat, obj: object) -> tuple[tuple[Value, ...] | None, 
     """Validate one parsed line: the values in column order, or the problems found."""
     if not isinstance(obj, dict):
         return None, ['is not a JSON object (one object per line, like {"id_number": …})']
+    try:  # the common case: every field present and valid
+        values = [
+            None if (raw := obj[name]) is None and nullable else check(raw)
+            for name, check, nullable in fmt.plan
+        ]
+    except (KeyError, FieldProblem):
+        return None, _problems(fmt, obj)
+    if fmt.cross_check is not None:
+        row = dict(zip(fmt.names, values, strict=True))
+        cross = [f"{name}: {msg}" for name, msg in fmt.cross_check(row)]
+        if cross:
+            return None, cross
+    return tuple(values), []
+
+
+def _problems(fmt: FileFormat, obj: dict[str, object]) -> list[str]:
+    """Every problem of a line known to have one (the slow path, for messages)."""
     problems: list[str] = []
-    values: list[Value] = []
     for col in fmt.columns:
         raw = obj.get(col.name, _MISSING)
         if raw is _MISSING:
-            problems.append(
-                f"{col.name}: is missing (write null if unknown)"
-                if col.nullable
-                else f"{col.name}: is missing"
-            )
-            values.append(None)
+            hint = " (write null if unknown)" if col.nullable else ""
+            problems.append(f"{col.name}: is missing{hint}")
         elif raw is None:
             if not col.nullable:
                 problems.append(f"{col.name}: must not be null")
-            values.append(None)
         else:
             try:
-                values.append(col.check(raw))
+                col.check(raw)
             except FieldProblem as problem:
                 problems.append(f"{col.name}: {problem}")
-                values.append(None)
-    if not problems and fmt.cross_check is not None:
-        row = dict(zip(fmt.names, values, strict=True))
-        problems.extend(f"{name}: {msg}" for name, msg in fmt.cross_check(row))
-    return (tuple(values) if not problems else None), problems
+    return problems
 
 
 _MISSING = object()
