@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from approval_service.cli import bench, data, rules, serving
+from approval_service.cli import bench, data, explain, rules, serving
 from approval_service.errors import CacheUnavailable, MiaopiError, RegistryUnavailable
 
 #: errors of the environment (retry later) rather than of the input
@@ -52,3 +52,4 @@ app.add_typer(bench.app, name="bench")
 app.add_typer(data.app, name="data")
 app.command("serve")(serving.serve)
 app.command("demo")(serving.demo)
+app.command("explain")(explain.explain_command)
