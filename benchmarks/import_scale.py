@@ -54,6 +54,9 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--sqlite", action="store_true", help="import into SQLite instead")
+    parser.add_argument(
+        "--only", default=None, help="import only these files, like population (comma-separated)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="miaopi-scale-") as scratch:
         directory = Path(scratch) / "registry"
@@ -65,6 +68,11 @@ def main() -> None:
             f"generate: {elapsed:6.1f} s for {args.people} people "
             f"({sum(summary.rows.values())} lines, {population_rows} population rows)"
         )
+        if args.only:
+            keep = {f"{name.strip()}.jsonl" for name in args.only.split(",")}
+            for path in directory.iterdir():
+                if path.name not in keep:
+                    path.unlink()
         if args.sqlite:
             _timed_import(f"sqlite:///{scratch}/registry.sqlite3", directory, "sqlite")
             return
