@@ -44,6 +44,7 @@ thread touching the engine is what the lock exists to prevent.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from collections.abc import Callable, Mapping
@@ -155,9 +156,14 @@ class DurablePolicy:
             self._collectors[sid] = collector
             try:
                 self.host.assert_fact(self.name, fact)
+            except BaseException:
+                with contextlib.suppress(Exception):  # may not exist; keep the first error
+                    self.host.delete_state(self.name, sid)
+                raise
+            else:
+                self.host.delete_state(self.name, sid)
             finally:
                 del self._collectors[sid]
-                self.host.delete_state(self.name, sid)
         return set(collector), skipped
 
     def decide(

@@ -193,7 +193,7 @@ class Translator:
         for record in sorted(self.condition.require.reads):
             guard = _and(guard, +_attr(self.presence(record)))
         fallback = f"fb{self.index}"
-        rete = _and(-_attr(fallback), _and(guard, failure))
+        rete = _and(_and(-_attr(fallback), guard), failure)
         # `e == 1` marks the evaluation fact: durable also matches rules against
         # the session state, which has none of these attributes.
         match = _and(_attr("e") == 1, _or(_attr(fallback) == True, rete))  # noqa: E712
