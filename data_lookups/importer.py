@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
+import psycopg
 from sqlalchemy import Connection, Engine, exc
 
 from approval_service.errors import ImportValidationError
@@ -116,6 +117,13 @@ def import_directory(
             constraint = _constraint_name(error)
             file_report.problem(
                 f"{fmt.file}: conflicts with records already in the registry ({constraint}); "
+                "nothing from this file was applied"
+            )
+        except (exc.DataError, psycopg.DataError, sqlite3.DataError) as error:
+            orig = error.orig if isinstance(error, exc.DataError) else error
+            first_line = str(orig).splitlines()[0] if str(orig) else type(orig).__name__
+            file_report.problem(
+                f"{fmt.file}: the database refused a value ({first_line}); "
                 "nothing from this file was applied"
             )
     return report
