@@ -179,7 +179,7 @@ def _pg_json(name: str) -> str:
         return f"(SELECT json_build_object({pairs})::text FROM {table} WHERE {where})"
     order_by = f" ORDER BY {order}" if order else ""
     return (
-        f"(SELECT coalesce(json_agg(json_build_object({pairs}){order_by}), '[]'::json) "
+        f"(SELECT coalesce(json_agg(json_build_object({pairs}){order_by}), '[]'::json)::text "
         f"FROM {table} WHERE {where})"
     )
 
@@ -190,7 +190,7 @@ class SqlFactSource:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._postgres = is_postgres(engine)
-        self._pg_sql: dict[frozenset[str], tuple[list[str], Any]] = {}
+        self._pg_sql: dict[frozenset[str], tuple[list[str], str]] = {}
 
     def gather(self, id_number: str, names: frozenset[str]) -> Facts:
         return self.gather_stamped(id_number, names)[1]
