@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     city_prefix: str = Field(default="3416", description="hukou region prefix of the city")
     province_prefix: str = Field(default="34", description="hukou region prefix of the province")
     timezone: str = Field(default="Asia/Shanghai", description="zone of the business date")
+    notify_webhook: str | None = Field(default=None, description="SMS webhook for miaopi notify")
     holidays_dir: Path | None = Field(
         default=None, description="folder of published holiday schedules (YYYY.json)"
     )

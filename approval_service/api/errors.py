@@ -33,6 +33,13 @@ def error_response(
 
 
 def _status_of(error: errors.MiaopiError) -> tuple[int, str]:
+    from approval_service.service.explaining import UnknownApplication
+    from approval_service.service.review import ReviewConflict
+
+    if isinstance(error, UnknownApplication):
+        return 404, "not_found"
+    if isinstance(error, ReviewConflict):
+        return 409, "review_conflict"
     if isinstance(error, errors.UnknownItem):
         return 404, "unknown_item"
     if isinstance(error, errors.InvalidIdNumber):

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, exc, text
 from approval_service.engine.backends import Decider
 from approval_service.errors import RequestError
 from approval_service.policy.model import Policy
-from approval_service.service import records
+from approval_service.service import notifications, records
 from approval_service.service.container import Container
 from approval_service.service.documents import application_document, jsonable, project_facts
 from approval_service.service.issuing import ACTIONS, IssueContext
@@ -128,7 +128,7 @@ class ApplicationService:
             with write_transaction(self.c.engine) as conn:
                 extra: dict[str, Any] = {}
                 if decision["decision"] == "approved" and policy.issue is not None:
-                    self._lock_person(conn, app.applicant_id)
+                    self.lock_person(conn, app.applicant_id)
                     if idempotency_key is not None:
                         earlier = self._replay(conn, channel, idempotency_key, digest)
                         if earlier is not None:
@@ -188,7 +188,7 @@ class ApplicationService:
         )
         return doc, True
 
-    def _lock_person(self, conn: Connection, applicant_id: str) -> None:
+    def lock_person(self, conn: Connection, applicant_id: str) -> None:
         if is_postgres(conn):
             conn.execute(
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:id, 0))"), {"id": applicant_id}
@@ -237,6 +237,14 @@ class ApplicationService:
             deadline = self.c.calendar.add_workdays(today, policy.referral_working_days)
             doc["deadline"] = deadline.isoformat()
             doc["supervision"] = self.c.calendar.supervision(today, deadline)
+        notifications.enqueue(
+            conn,
+            application_id=application_id,
+            event="decided",
+            recipient_id=app.applicant_id,
+            text=notifications.message_text(policy.name, doc),
+            now=now,
+        )
         records.insert_application(
             conn,
             {

@@ -91,7 +91,9 @@ class Container:
         ensure_schema(engine)
         sql_facts = SqlFactSource(engine)
         metrics = Metrics()
-        cache: FactCache = CountingCache(make_fact_cache(settings.redis_url, prefix=settings.redis_prefix), metrics)  # type: ignore[assignment]
+        cache: FactCache = CountingCache(
+            make_fact_cache(settings.redis_url, prefix=settings.redis_prefix), metrics
+        )  # type: ignore[assignment]
         container = cls(
             settings=settings,
             engine=engine,

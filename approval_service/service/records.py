@@ -22,6 +22,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Index,
+    Integer,
     String,
     Table,
     Text,
@@ -154,6 +155,24 @@ def applications_between(conn: Connection, start: date, end: date) -> list[dict[
             applications.c.timings,
             applications.c.review_state,
             applications.c.deadline,
+            applications.c.reviewed_at,
         ).where(applications.c.business_date >= start, applications.c.business_date <= end)
     ).mappings()
     return [dict(r) for r in rows]
+
+
+outbox = Table(
+    "outbox",
+    Base.metadata,
+    Column("id", String(40), primary_key=True),
+    Column("dedup_key", String(120), nullable=False, unique=True),
+    Column("application_id", String(40), nullable=False),
+    Column("recipient_id", String(18), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", DateTime(timezone=True)),
+    Column("last_error", Text),
+    Index("ix_outbox_due", "sent_at", "next_attempt_at"),
+)
