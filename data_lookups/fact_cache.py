@@ -84,7 +84,7 @@ class FactCache(Protocol):
 class MemoryFactCache:
     """An in-process, thread-safe LRU of fact bundles."""
 
-    def __init__(self, max_entries: int = 100_000) -> None:
+    def __init__(self, max_entries: int = 50_000) -> None:  # about 2 kB per person
         self._entries: OrderedDict[str, tuple[Stamp, Facts]] = OrderedDict()
         self._lock = threading.Lock()
         self._max = max_entries
