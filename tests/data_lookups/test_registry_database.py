@@ -132,3 +132,16 @@ def test_a_schema_from_a_newer_release_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="newer release"):
         ensure_schema(engine)
     engine.dispose()
+
+
+def test_relative_sqlite_path_and_postgres_alias(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    engine = make_engine("sqlite:///var/miaopi.sqlite3")  # the settings default
+    ensure_schema(engine)
+    assert (tmp_path / "var" / "miaopi.sqlite3").is_file()
+    engine.dispose()
+    alias = make_engine("postgres://postgres@127.0.0.1/x")
+    assert alias.url.drivername == "postgresql+psycopg"
+    alias.dispose()
