@@ -207,7 +207,7 @@ class _Generator:
         if age >= 80 and local:
             self._allowance(id_number, born, age, dead, low)
         if age >= 60 and hukou.startswith("34"):
-            self._cards(id_number, born, age)
+            self._cards(id_number, born)
         if age >= 16 and not dead and rng.random() >= 0.03:
             digest = hashlib.sha256(id_number.encode()).hexdigest()
             self.b["photos"].append(f'{{"id_number": "{id_number}", "photo_sha256": "{digest}"}}')
@@ -264,7 +264,7 @@ class _Generator:
     def _card(
         self,
         id_number: str,
-        kind: str,
+        born: date,
         status: str,
         issued: date,
         expires: date,
@@ -272,6 +272,8 @@ class _Generator:
         cancelled: date | None = None,
     ) -> None:
         self.card_seq += 1
+        age = issued.year - born.year - ((issued.month, issued.day) < (born.month, born.day))
+        kind = "A" if age < 70 else "B"  # by age on the day of issue
         self.b["senior_cards"].append(
             f'{{"card_no": "AH3416{self.card_seq:010d}", "id_number": "{id_number}",'
             f' "card_type": "{kind}", "status": "{status}", "issued_on": "{issued.isoformat()}",'
@@ -279,32 +281,32 @@ class _Generator:
             f' "cancelled_on": {_q(cancelled.isoformat() if cancelled else None)}}}'
         )
 
-    def _cards(self, id_number: str, born: date, age: int) -> None:
+    def _cards(self, id_number: str, born: date) -> None:
         rng = self.rng
         if rng.random() >= 0.5:
             return
         sixtieth = _add_years(born, 60).toordinal()
         low = min(max(sixtieth, self.today - 12 * 365), self.today - 1)
         first = date.fromordinal(rng.randrange(low, self.today))
-        kind = "A" if age < 70 else "B"
         expires = _add_years(first, 5)
+        due = max(first.toordinal() + 30, expires.toordinal() - 90)
         r = rng.random()
-        if r < 0.2 and first.toordinal() < self.today - 400:  # renewed once
-            renewed = date.fromordinal(rng.randrange(first.toordinal() + 30, self.today))
-            self._card(id_number, kind, "cancelled", first, expires, "renewed", renewed)
+        if r < 0.6 and due < self.today:  # renewed when it fell due (many never renew)
+            renewed = date.fromordinal(rng.randrange(due, self.today))
+            self._card(id_number, born, "cancelled", first, expires, "renewed", renewed)
             first, expires = renewed, _add_years(renewed, 5)
-        elif r < 0.25 and min(expires.toordinal(), self.today) - first.toordinal() > 60:
+        elif 0.6 <= r < 0.65 and min(expires.toordinal(), self.today) - first.toordinal() > 60:
             # lost and replaced by a card with the same expiry
             top = min(expires.toordinal(), self.today) - 30
             lost = date.fromordinal(rng.randrange(max(first.toordinal() + 1, top - 330), top))
-            self._card(id_number, kind, "cancelled", first, expires, "lost", lost)
+            self._card(id_number, born, "cancelled", first, expires, "lost", lost)
             if rng.random() < 0.05:  # two losses within a month
                 again = lost + timedelta(days=rng.randrange(1, 29))
-                self._card(id_number, kind, "cancelled", lost, expires, "lost", again)
+                self._card(id_number, born, "cancelled", lost, expires, "lost", again)
                 lost = again
             first = lost
         # the card registry is not told of deaths: a deceased holder's card stays valid
-        self._card(id_number, kind, "valid", first, expires)
+        self._card(id_number, born, "valid", first, expires)
 
     def _fund(self, i: int, id_number: str, born: date, age: int, male: int) -> None:
         rng = self.rng
