@@ -60,7 +60,8 @@ from approval_service.engine.interpreter import (
     condition_holds,
     trace_entry,
 )
-from approval_service.engine.rete import Fallback, RuleSpec, translate
+from approval_service.engine.rete import translate
+from approval_service.engine.rete_facts import Fallback, RuleSpec
 from approval_service.policy.model import Condition, Policy
 
 DURABLE_LOCK = threading.Lock()

@@ -16,135 +16,40 @@ part that Rete can express stays in the rule:
 - ``starts_with(x, "3416")`` with a constant ASCII letters-and-digits prefix ->
   durable's anchored regex match (``m.x.matches("3416.*")``; its negation is an
   alternation of ``[^3].*``, ``3[^4].*``, ... and the shorter strings);
-- a bool value in a test -> ``m.x == True``.
+- a bool value in a test -> ``m.x == True``;
+- ``any/all/none(x in L where P)`` over a list fact, when ``P`` reads only the
+  item's fields and constants -> durable's ``m.L.anyItem(P)`` /
+  ``-m.L | m.L.allItems(not P)`` (an empty list is left out of the fact).
 
-The values the atoms compare are attributes of the asserted fact: facts,
-parameters, ``today`` and the policy's defines (computed by the interpreter's
-``build_env``), and *precomputed* terms: anything else (date arithmetic,
-function calls, list aggregates, if-then-else) is evaluated by the plain
-tree-walking interpreter (:func:`approval_service.engine.interpreter.evaluate`),
-never by the compiled backend. Encodings, because durable compares doubles and
-JSON text: dates as ordinals, ``int``/``money`` as exact integers scaled by
-10 000 (a value that does not scale exactly within 2**53 makes the condition
-fall back to the interpreter for that evaluation), bools as JSON booleans.
+The values the atoms compare are attributes of the asserted fact
+(:mod:`approval_service.engine.rete_facts`): facts, parameters, ``today``, the
+policy's defines (computed by the interpreter's ``build_env``), and
+*precomputed* terms: anything else (date arithmetic, function calls, counts and
+max/min, aggregates whose where-clause reads ``today`` or a parameter,
+if-then-else) is evaluated by the plain tree-walking interpreter, never by the
+compiled backend. A missing attribute matches no comparison, so ``==``/``!=``
+on values that may be absent add the explicit ``-m.x`` cases Python's
+``None == None`` / ``None != x`` need.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import date
-from decimal import Decimal
 from typing import Any
 
-from durable.lang import m
+from durable.lang import item, m
 
-from approval_service.engine.interpreter import evaluate
+from approval_service.engine.rete_facts import DOMAINS, Attr, Fallback, RuleSpec, encode
 from approval_service.engine.trace import trace_points
 from approval_service.policy import ast
 from approval_service.policy.model import Condition, Policy
 
-SCALE = 10_000  # money and int values are matched as integers in units of 0.0001
-MAX_EXACT = 2**53  # doubles hold integers exactly up to here
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 _NEGATE = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}
-_DOMAINS = {"int": "num", "money": "num", "date": "date", "text": "text", "bool": "bool"}
+_ITEM = "$i:"  # names of the current list item's fields, inside anyItem/allItems
 
 
-class Fallback(Exception):
-    """A value of this evaluation cannot be matched exactly in Rete."""
-
-
-def encode(value: Any, domain: str) -> Any:
-    """The JSON value durable compares for a policy value (never None)."""
-    if domain == "date":
-        assert isinstance(value, date)
-        return value.toordinal()
-    if domain == "num":
-        scaled = value * SCALE
-        if isinstance(scaled, Decimal):
-            if scaled != scaled.to_integral_value():
-                raise Fallback(f"{value} has more than 4 decimals")
-            scaled = int(scaled)
-        if abs(scaled) > MAX_EXACT:
-            raise Fallback(f"{value} is too large for a double")
-        return int(scaled)
-    if domain == "text":
-        return str(value)
-    return bool(value)
-
-
-def regex_safe(text: str) -> bool:
-    """durable matches regexes on the JSON text: no characters JSON escapes."""
-    return all(ch >= " " and ch not in '"\\' for ch in text)
-
-
-@dataclass
-class Attr:
-    """One attribute of a condition's fact: a value the rule compares."""
-
-    name: str
-    source: str  # the expression text it holds
-    origin: str  # fact | parameter | today | define | presence | precomputed
-    domain: str  # num | date | text | bool | flag
-    node: ast.Node | None = None  # None for a record-presence flag
-    record: str | None = None  # for a presence flag: the record
-    guards: list[ast.Node] = field(default_factory=list)  # inputs that may be None
-    regex: bool = False  # matched by a regex: must be regex_safe
-
-    def value(self, env: Mapping[str, Any]) -> Any:
-        if self.record is not None:
-            return 1 if env[self.record] is not None else None
-        assert self.node is not None
-        if self.origin != "precomputed":
-            return evaluate(self.node, env)
-        try:
-            return evaluate(self.node, env)
-        except Exception as exc:
-            # An input is absent: the type checker guarantees a guard
-            # (`x is present and ...`) keeps the other backends from
-            # evaluating this term, so it is left out of the fact.
-            if any(evaluate(g, env) is None for g in self.guards):
-                return None
-            raise Fallback(f"{self.source}: {exc!r}") from exc
-
-
-@dataclass
-class RuleSpec:
-    """The Rete rule of one condition and the attributes its fact carries."""
-
-    index: int
-    condition: Condition
-    name: str
-    fallback: str  # the attribute set when the interpreter decided instead
-    match: Any  # a durable.lang value (condition on the fact `m`)
-    attrs: list[Attr]
-
-    @property
-    def precomputed(self) -> list[str]:
-        """Source texts of the values the interpreter computes for this rule."""
-        return [a.source for a in self.attrs if a.origin in ("precomputed", "define")]
-
-    @property
-    def definition(self) -> dict[str, Any]:
-        """The rule as durable_rules JSON (without its action)."""
-        return {"all": [{"m": self.match.define()}]}
-
-    def values(self, env: Mapping[str, Any]) -> dict[str, Any]:
-        """This rule's attributes for one evaluation; raises Fallback if not exact."""
-        out: dict[str, Any] = {}
-        for attr in self.attrs:
-            value = attr.value(env)
-            if value is None:
-                continue  # absent: left out of the fact
-            if attr.domain == "flag":  # a present record
-                out[attr.name] = 1
-                continue
-            encoded = encode(value, attr.domain)
-            if attr.regex and not regex_safe(encoded):
-                raise Fallback(f"{attr.source} has characters durable's regex cannot match")
-            out[attr.name] = encoded
-        return out
+class _NotItemOnly(Exception):
+    """A where-clause reads more than the list item and constants."""
 
 
 # Rete conditions are durable.lang values; True/False stand for constants.
@@ -172,7 +77,22 @@ def _or(a: Cond, b: Cond) -> Cond:
 
 
 def _attr(name: str) -> Any:
+    if name.startswith(_ITEM):
+        return getattr(item, name[len(_ITEM) :])
     return getattr(m, name)
+
+
+def _some(items: Any, test: Cond) -> Cond:
+    """Some item of the list passes ``test`` (an empty list is left out of the fact)."""
+    if test is True:
+        return +items
+    return False if test is False else items.anyItem(test)
+
+
+def _every(items: Any, test: Cond) -> Cond:
+    if test is True:
+        return True
+    return -items if test is False else -items | items.allItems(test)
 
 
 class Translator:
@@ -185,6 +105,8 @@ class Translator:
         self.source = condition.require.source
         self.attrs: dict[str, Attr] = {}
         self._by_source: dict[tuple[str, str], str] = {}
+        # inside a where-clause: (variable, item field domains, regex fields)
+        self._item: tuple[str, dict[str, str], set[str]] | None = None
 
     def rule(self) -> RuleSpec:
         """``fallback failed | (no fallback & records present & failure)``."""
@@ -209,11 +131,17 @@ class Translator:
     def attr(self, node: ast.Node) -> str:
         """The attribute holding a value node's value (added once per source text)."""
         assert node.type is not None
-        domain = _DOMAINS.get(node.type.kind, "flag")  # a record or list: only its presence
+        domain = DOMAINS.get(node.type.kind, "flag")  # a record or list: only its presence
+        path = ast.path_of(node)
+        if self._item is not None:
+            var, fields, _ = self._item
+            if path is None or path.count(".") != 1 or not path.startswith(var + "."):
+                raise _NotItemOnly(self.text(node))
+            fields[path.split(".")[1]] = domain
+            return _ITEM + path.split(".")[1]
         key = (self.text(node), domain)
         if key in self._by_source:
             return self._by_source[key]
-        path = ast.path_of(node)
         head = path.split(".", 1)[0] if path else None
         if head == "today":
             name, origin = "today", "today"
@@ -255,7 +183,7 @@ class Translator:
             value = -node.operand.value
         if value is not None and node.type is not None:
             try:
-                return "lit", encode(value, _DOMAINS[node.type.kind])
+                return "lit", encode(value, DOMAINS[node.type.kind])
             except Fallback:
                 pass
         return "attr", self.attr(node)
@@ -290,12 +218,47 @@ class Translator:
             regex = self._starts_with(node, want)
             if regex is not None:
                 return regex
+        if isinstance(node, ast.Aggregate) and self._item is None:
+            over_items = self._aggregate(node, want)
+            if over_items is not None:
+                return over_items
         # a bool value: a path, a define or a precomputed term
         name = self.attr(node)
         test = _attr(name) == want
         if not want and node.type is not None and node.type.nullable:
             test = test | -_attr(name)
         return test
+
+    def _aggregate(self, node: ast.Aggregate, want: bool) -> Cond | None:
+        """any/all/none over a list fact with an item-only where: durable's anyItem/allItems."""
+        source = node.source
+        if node.func not in ("any", "all", "none") or not isinstance(source, ast.Name):
+            return None
+        decl = self.policy.facts.get(source.ident)
+        if decl is None or decl.shape != "list":
+            return None
+        fields: dict[str, str] = {}
+        regex: set[str] = set()
+        passes, fails = True, False
+        if node.where is not None:
+            self._item = (node.var, fields, regex)
+            try:
+                passes, fails = self.cond(node.where, True), self.cond(node.where, False)
+            except _NotItemOnly:
+                return None
+            finally:
+                self._item = None
+        name = f"l_{source.ident}"
+        if name not in self.attrs:
+            self.attrs[name] = Attr(name, source.ident, "fact", "list", source)
+        self.attrs[name].fields.update(fields)
+        self.attrs[name].regex |= regex
+        items = _attr(name)
+        if node.func == "any":
+            return _some(items, passes) if want else _every(items, fails)
+        if node.func == "none":
+            return _every(items, fails) if want else _some(items, passes)
+        return _every(items, passes) if want else _some(items, fails)
 
     def _presence(self, node: ast.Presence, want: bool) -> Cond:
         operand = node.operand
@@ -315,6 +278,8 @@ class Translator:
         if lk == "lit":
             lk, lv, rk, rv, op = rk, rv, lk, lv, _FLIP[op]
             left, right = right, left
+        if rk == "attr" and self._item is not None:
+            raise _NotItemOnly("two values of an item")
         a = _attr(lv)
         b = _attr(rv) if rk == "attr" else rv
         test = _cmp(a, op, b)
@@ -337,7 +302,11 @@ class Translator:
         if kind != "lit" or not prefix or not (prefix.isascii() and prefix.isalnum()):
             return None
         name = self.attr(node.args[0])
-        self.attrs[name].regex = True
+        if name.startswith(_ITEM):
+            assert self._item is not None
+            self._item[2].add(name[len(_ITEM) :])
+        else:
+            self.attrs[name].regex.add("")
         x = _attr(name)
         if want:
             return x.matches(prefix + ".*")

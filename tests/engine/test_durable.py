@@ -15,7 +15,7 @@ from approval_service.engine.backends import BACKENDS
 from approval_service.engine.compiled import CompiledPolicy
 from approval_service.engine.durable import DURABLE_LOCK, DurablePolicy, ruleset_name
 from approval_service.engine.interpreter import InterpretedPolicy
-from approval_service.engine.rete import Fallback, encode
+from approval_service.engine.rete_facts import Fallback, encode
 from approval_service.policy.loader import load_policy_text
 from approval_service.policy.model import Policy
 
@@ -45,7 +45,7 @@ facts:
     fields: {{status: text, balance: money, months: int, loan: bool, last: "date?"}}
   cards:
     list: true
-    fields: {{status: text, expires_on: date}}
+    fields: {{status: text, expires_on: date, lost: bool}}
 define:
   age: age_on(person.birth_date, today)
 conditions:
@@ -94,11 +94,17 @@ conditions:
     on_fail: refer
     message: m
     basis: b
+  - code: REVOKED
+    require: none(c in cards where c.status in ["revoked", "forged"] and not c.lost)
+    on_fail: reject
+    message: m
+    basis: b
 result:
   band: if age >= 90 then "90+" else "young"
 """
 
 TODAY = date(2026, 11, 23)
+CARD = {"status": "valid", "expires_on": date(2027, 1, 1), "lost": False}
 
 
 def make(version: str = "1", min_age: int = 80) -> Policy:
@@ -219,6 +225,31 @@ def test_what_rete_cannot_express_is_precomputed_and_listed(backend: DurablePoli
     assert attrs["today"] == "today: today"
 
 
+def test_list_aggregates_over_the_item_alone_run_in_rete(backend: DurablePolicy) -> None:
+    revoked = rule(backend, "REVOKED")
+    assert revoked["precomputed"] == []
+    assert revoked["attributes"] == {"l_cards": "fact: cards"}
+    over_items = rete_part(revoked)[-1]
+    assert over_items == {
+        "$iany": {
+            "l_cards": {
+                "$and": [
+                    {"$or": [{"$i.status": "revoked"}, {"$i.status": "forged"}]},
+                    {"$i.lost": False},
+                ]
+            }
+        }
+    }
+    for cards, fails in [
+        ([], False),
+        ([CARD], False),
+        ([CARD, {**CARD, "status": "forged"}], True),
+        ([{**CARD, "status": "revoked", "lost": True}], False),
+    ]:
+        doc = backend.decide(facts(cards=cards), TODAY)
+        assert ("REVOKED" in [r["code"] for r in doc["reasons"]]) is fails, cards
+
+
 def test_absent_input_of_a_precomputed_term_is_left_out_not_a_fallback() -> None:
     backend = DurablePolicy(make())
     doc = backend.decide(facts(fund__last=None), TODAY)
@@ -238,7 +269,7 @@ def test_one_fact_fires_every_failing_rule_in_declared_order() -> None:
         person__birth_date=date(1990, 1, 1),
         fund__months=2,
         fund__balance=Decimal("0.00"),
-        cards=[{"status": "valid", "expires_on": TODAY}],
+        cards=[{"status": "valid", "expires_on": TODAY, "lost": False}],
     )
     doc = backend.decide(bundle, TODAY)
     assert doc["decision"] == "rejected"
@@ -285,8 +316,11 @@ def _env(backend: DurablePolicy, bundle: dict[str, Any]) -> dict[str, Any]:
         {"fund__loan": True},
         {"fund": None},
         {"person": None},
-        {"cards": [{"status": "valid", "expires_on": TODAY}]},
-        {"cards": [{"status": "valid", "expires_on": date(2026, 11, 22)}]},
+        {"cards": [{"status": "valid", "expires_on": TODAY, "lost": False}]},
+        {"cards": [{"status": "valid", "expires_on": date(2026, 11, 22), "lost": False}]},
+        {"cards": [{"status": "revoked", "expires_on": TODAY, "lost": False}]},
+        {"cards": [{"status": "forged", "expires_on": TODAY, "lost": True}]},
+        {"cards": [CARD, {"status": "forged", "expires_on": TODAY, "lost": False}]},
     ],
 )
 def test_same_documents_as_the_other_backends(change: dict[str, Any]) -> None:
@@ -404,7 +438,7 @@ def test_decisions_from_many_threads_are_all_correct() -> None:
     cases = [
         (facts(), "approved"),
         (facts(fund__months=1), "rejected"),
-        (facts(cards=[{"status": "valid", "expires_on": TODAY}]), "referred"),
+        (facts(cards=[{"status": "valid", "expires_on": TODAY, "lost": False}]), "referred"),
     ]
     errors: list[str] = []
 
