@@ -4,9 +4,9 @@ The facts are the authors' own cases (``rules/cases/<item>.yaml``): for each
 policy the first case expected ``approved`` and the first expected ``rejected``,
 in file order. Every backend decides the same bundles, alternately, in a tight
 loop timed with :func:`time.perf_counter` for a fixed duration, without trace;
-the rate reported is the best of a few repeats. Single thread: durable_rules
-is not thread-safe. Each bundle's decision is checked once before timing, so a
-fast wrong engine cannot win.
+the rate reported is the best of five repeats (the machine may be shared).
+Single thread: durable_rules is not thread-safe. Each bundle's decision is
+checked once before timing, so a fast wrong engine cannot win.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _loop(decide: Callable[..., Any], calls: list[Any], rounds: int) -> None:
             decide(facts, today, form)
 
 
-def measure(decider: Decider, workload: Workload, seconds: float, repeats: int = 3) -> float:
+def measure(decider: Decider, workload: Workload, seconds: float, repeats: int = 5) -> float:
     """Decisions per second: the best of ``repeats`` runs of ``seconds / repeats`` each."""
     check(decider, workload)
     decide, calls = decider.decide, workload.calls

@@ -64,16 +64,17 @@ def _table(report: dict[str, object], backends: list[str], rules: Path) -> None:
     ratios = report["ratio_compiled_over_durable"]
     assert isinstance(policies, dict) and isinstance(ratios, dict)
     table = Table(title=f"decisions per second ({rules}, single thread, no trace)")
-    table.add_column("policy")
+    table.add_column("policy", no_wrap=True, min_width=max(map(len, policies)))
     for name in backends:
-        table.add_column(name, justify="right")
+        table.add_column(name, justify="right", no_wrap=True)
     if "compiled" in backends and "durable" in backends:
-        table.add_column("compiled / durable", justify="right")
+        table.add_column("compiled ÷ durable", justify="right", no_wrap=True)
     for item, rates in policies.items():
         row = [item, *(f"{rates[name]:,.0f}" for name in backends)]
         if item in ratios:
             row.append(f"{ratios[item]:,.1f}×")
         table.add_row(*row)
     out = Console(highlight=False)
+    out.width = max(out.width, 110)  # a pipe gets 80 columns, too few for the names
     out.print(table)
     out.print(f"facts: first approved and first rejected case of each {rules}/cases/<item>.yaml")
