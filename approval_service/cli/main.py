@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from approval_service.cli import bench, data, explain, notify, review, rules, serving
+from approval_service.cli import bench, data, explain, loadtest, notify, review, rules, serving
 from approval_service.errors import CacheUnavailable, MiaopiError, RegistryUnavailable
 
 #: errors of the environment (retry later) rather than of the input
@@ -53,5 +53,6 @@ app.add_typer(data.app, name="data")
 app.command("serve")(serving.serve)
 app.command("demo")(serving.demo)
 app.command("explain")(explain.explain_command)
+app.command("loadtest")(loadtest.loadtest_command)
 app.command("notify")(notify.notify_command)
 app.add_typer(review.app, name="review")

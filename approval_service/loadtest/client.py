@@ -1,0 +1,429 @@
+"""The open-loop engine: pre-built requests sent on a fixed schedule over keep-alive connections.
+
+Request ``i`` is *scheduled* at ``start + i / rate``; the scheduler wakes (the event
+loop's timer has about 1 ms resolution), hands every request that is due to an idle
+connection, and sleeps until the next one is due. Nothing waits for an answer before
+the next request is dispatched, so a slow server cannot slow the arrivals down.
+
+HTTP/1.1 without pipelining: a connection carries one request at a time. When no
+connection is idle, a new one is opened (up to ``connections``); beyond that the
+request waits in a FIFO queue for the first connection to free up. Its latency is
+still measured from its scheduled time, so queueing behind a slow server shows up
+in the latency (no coordinated omission). Idle connections are used last-in
+first-out (a small hot set stays warm) and closed after ``IDLE_CLOSE_S`` idle, before
+the server's keep-alive timeout (uvicorn: 5 s) can race a request.
+
+Per request the engine stores a few integers in preallocated arrays (dispatch lag,
+latency, status, outcome); everything else is computed after the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import resource
+import time
+from array import array
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+from urllib.parse import urlsplit
+
+import httptools
+
+from approval_service.loadtest.mix import Plan
+
+IDLE_CLOSE_S = 4.0
+TICK_S = 0.1
+MIN_SLEEP_NS = 1_000_000
+#: negative status codes for requests that got no HTTP answer
+CONNECTION_ERROR, TIMEOUT, UNSENT = -1, -2, -3
+#: outcome codes
+OUTCOMES = ("none", "approved", "rejected", "referred")
+_DECISIONS = {b"app": 1, b"rej": 2, b"ref": 3}
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str  # address to connect to
+    port: int
+    host_header: str
+    base_path: str  # prefix of /v1/..., usually ""
+
+
+class UnsafeTarget(ValueError):
+    """The URL is not on this machine's loopback interface."""
+
+
+def loopback_target(url: str) -> Target:
+    """Parse ``url``; refuse anything but http:// on 127.0.0.0/8, ``localhost`` or ::1.
+
+    Load tests never leave the machine: a mistyped production address must fail here.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        raise UnsafeTarget(f"{url!r}: only http:// URLs on the loopback interface are allowed")
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port or 80
+    except ValueError as error:
+        raise UnsafeTarget(f"{url!r}: bad port") from error
+    if host == "localhost":
+        address = "127.0.0.1"
+    else:
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            raise UnsafeTarget(
+                f"{url!r}: host {host!r} is not loopback; load tests target only "
+                "127.0.0.0/8, localhost or ::1"
+            ) from None
+        if not ip.is_loopback:
+            raise UnsafeTarget(
+                f"{url!r}: {host} is not a loopback address; load tests target only "
+                "127.0.0.0/8, localhost or ::1"
+            )
+        address = str(ip)
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise UnsafeTarget(f"{url!r}: give only scheme, host, port and an optional path")
+    netloc = f"[{address}]" if ":" in address else address
+    return Target(address, port, f"{netloc}:{port}", parts.path.rstrip("/"))
+
+
+@dataclass
+class Progress:
+    dispatched: int
+    completed: int
+    failed: int
+    in_flight: int
+    queued: int
+    elapsed_s: float
+
+
+@dataclass
+class RunResult:
+    rate: float
+    duration_s: float
+    count: int
+    lag_ns: array[int]  # dispatch time - scheduled time (the generator's own lateness)
+    wait_ns: array[int]  # write time - dispatch time (waiting for a free connection)
+    latency_ns: array[int]  # answer complete - scheduled time; -1 when no answer
+    status: array[int]  # HTTP status, or CONNECTION_ERROR / TIMEOUT / UNSENT
+    outcome: bytearray  # index into OUTCOMES
+    elapsed_s: float  # start of the schedule to the last answer (or the drain deadline)
+    cpu_s: float  # the generator's own CPU (user + system) during the run
+    connections_opened: int
+    connections_peak: int
+
+
+class _Conn(asyncio.Protocol):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.current = -1
+        self.sent_at = 0
+        self.idle_since = 0
+        self.code = 0
+        self.body = bytearray()
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.engine.fail(self, CONNECTION_ERROR)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.engine.lost(self)
+
+    # httptools callbacks
+    def on_headers_complete(self) -> None:
+        self.code = self.parser.get_status_code()
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.engine.complete(self)
+
+
+class Engine:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        plan: Plan,
+        *,
+        rate: float,
+        connections: int = 256,
+        timeout_s: float = 10.0,
+        drain_s: float = 10.0,
+        progress: Callable[[Progress], None] | None = None,
+        progress_every_s: float = 0.5,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.host, self.port, self.plan = host, port, plan
+        self.requests = plan.requests
+        self.interval_ns = 1e9 / rate
+        self.rate = rate
+        self.max_conns = max(1, connections)
+        self.timeout_ns = int(timeout_s * 1e9)
+        self.drain_ns = int(drain_s * 1e9)
+        self.on_progress = progress
+        self.progress_every_ns = int(progress_every_s * 1e9)
+        n = len(plan)
+        self.lag = array("q", bytes(8 * n))
+        self.wait = array("q", bytes(8 * n))
+        self.latency = array("q", [-1]) * n
+        self.status = array("h", bytes(2 * n))
+        self.outcome = bytearray(n)
+        self.idle: list[_Conn] = []
+        self.busy: set[_Conn] = set()
+        self.queue: deque[int] = deque()
+        self.opening = 0
+        self.open_conns = 0
+        self.opened = 0
+        self.peak = 0
+        self.start = 0
+        self.dispatched = 0
+        self.done = 0  # answered or failed
+        self.failed = 0
+        self.last_answer = 0
+        self.finished = asyncio.Event()
+        self.dispatch_done = False
+        self._next_progress = 0
+
+    # -- connections ---------------------------------------------------------------
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.opening += 1
+        try:
+            _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
+        except OSError:
+            self.opening -= 1
+            if self.queue:  # the request that asked for this connection fails
+                self._record_failure(self.queue.popleft(), CONNECTION_ERROR)
+                self._maybe_open()
+            return
+        self.opening -= 1
+        self.open_conns += 1
+        self.opened += 1
+        self.peak = max(self.peak, self.open_conns)
+        self._release(conn)
+
+    def _maybe_open(self) -> None:
+        if len(self.queue) > self.opening and self.open_conns + self.opening < self.max_conns:
+            asyncio.get_running_loop().create_task(self._open())
+
+    def _send(self, conn: _Conn, i: int, now: int) -> None:
+        assert conn.transport is not None
+        conn.current = i
+        conn.sent_at = now
+        self.wait[i] = now - self.lag[i] - self._scheduled(i)
+        self.busy.add(conn)
+        conn.transport.write(self.requests[i])
+
+    def _release(self, conn: _Conn) -> None:
+        """A connection became free: it takes the oldest queued request, or goes idle."""
+        if self.queue:
+            self._send(conn, self.queue.popleft(), time.perf_counter_ns())
+        else:
+            conn.idle_since = time.perf_counter_ns()
+            self.idle.append(conn)
+
+    # -- called by connections -------------------------------------------------------
+    def complete(self, conn: _Conn) -> None:
+        i = conn.current
+        if i < 0:
+            return
+        now = time.perf_counter_ns()
+        self.latency[i] = now - self._scheduled(i)
+        self.status[i] = conn.code
+        body = conn.body
+        at = body.find(b'"decision":"')
+        if at >= 0:
+            self.outcome[i] = _DECISIONS.get(bytes(body[at + 12 : at + 15]), 0)
+        body.clear()
+        conn.current = -1
+        self.busy.discard(conn)
+        self.last_answer = now
+        self._one_done()
+        if conn.parser.should_keep_alive():
+            self._release(conn)
+        elif conn.transport is not None:
+            conn.transport.close()
+
+    def fail(self, conn: _Conn, kind: int) -> None:
+        if conn.current >= 0:
+            self._record_failure(conn.current, kind)
+            conn.current = -1
+        self.busy.discard(conn)
+        if conn.transport is not None:
+            conn.transport.abort()
+
+    def lost(self, conn: _Conn) -> None:
+        if conn.current >= 0:
+            self._record_failure(conn.current, CONNECTION_ERROR)
+            conn.current = -1
+        self.busy.discard(conn)
+        with contextlib.suppress(ValueError):
+            self.idle.remove(conn)
+        self.open_conns -= 1
+        if not self.dispatch_done or self.queue:
+            self._maybe_open()
+
+    # -- bookkeeping -------------------------------------------------------------------
+    def _scheduled(self, i: int) -> int:
+        return self.start + int(i * self.interval_ns)
+
+    def _record_failure(self, i: int, kind: int) -> None:
+        self.status[i] = kind
+        self.failed += 1
+        self._one_done()
+
+    def _one_done(self) -> None:
+        self.done += 1
+        if self.dispatch_done and self.done >= self.dispatched:
+            self.finished.set()
+
+    def _tick(self) -> None:
+        """Timeouts, closing long-idle connections, progress."""
+        now = time.perf_counter_ns()
+        for conn in [c for c in self.busy if now - c.sent_at > self.timeout_ns]:
+            self.fail(conn, TIMEOUT)
+        while self.idle and now - self.idle[0].idle_since > IDLE_CLOSE_S * 1e9:
+            stale = self.idle.pop(0)
+            if stale.transport is not None:
+                stale.transport.close()
+        if self.on_progress is not None and now >= self._next_progress:
+            self._next_progress = now + self.progress_every_ns
+            self.on_progress(self._progress(now))
+
+    def _progress(self, now: int) -> Progress:
+        return Progress(
+            dispatched=self.dispatched,
+            completed=self.done - self.failed,
+            failed=self.failed,
+            in_flight=len(self.busy),
+            queued=len(self.queue),
+            elapsed_s=(now - self.start) / 1e9,
+        )
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            self._tick()
+
+    # -- the run -----------------------------------------------------------------------
+    async def run(self) -> RunResult:
+        n = len(self.requests)
+        warm = min(self.max_conns, max(1, int(self.rate // 100)), n or 1)
+        for _ in range(warm):  # a few connections before the clock starts
+            loop = asyncio.get_running_loop()
+            _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
+            self.open_conns += 1
+            self.opened += 1
+            self.idle.append(conn)
+        self.peak = self.open_conns
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        self.start = time.perf_counter_ns() + 20_000_000
+        self._next_progress = self.start
+        ticker = asyncio.get_running_loop().create_task(self._ticker())
+        try:
+            await self._schedule(n)
+            self.dispatch_done = True
+            if self.done >= self.dispatched:
+                self.finished.set()
+            drain_deadline = self._scheduled(n) + self.drain_ns
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.finished.wait(), max(0.0, (drain_deadline - time.perf_counter_ns()) / 1e9)
+                )
+        finally:
+            ticker.cancel()
+        end = time.perf_counter_ns()
+        for i in self.queue:
+            self.status[i] = UNSENT
+        for conn in list(self.busy):
+            self.fail(conn, TIMEOUT)
+        for conn in list(self.idle):
+            if conn.transport is not None:
+                conn.transport.close()
+        await asyncio.sleep(0)  # let the transports' close callbacks run
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        answered_until = self.last_answer if self.finished.is_set() else end
+        return RunResult(
+            rate=self.rate,
+            duration_s=n / self.rate,
+            count=n,
+            lag_ns=self.lag,
+            wait_ns=self.wait,
+            latency_ns=self.latency,
+            status=self.status,
+            outcome=self.outcome,
+            elapsed_s=max(answered_until - self.start, 1) / 1e9,
+            cpu_s=(cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
+            connections_opened=self.opened,
+            connections_peak=self.peak,
+        )
+
+    async def _schedule(self, n: int) -> None:
+        i = 0
+        lag, queue, idle = self.lag, self.queue, self.idle
+        while i < n:
+            now = time.perf_counter_ns()
+            due = self._scheduled(i)
+            if due > now:
+                # the loop's timers have 1 ms resolution: a shorter sleep would spin
+                await asyncio.sleep(max(due - now, MIN_SLEEP_NS) / 1e9)
+                continue
+            while i < n and self._scheduled(i) <= now:
+                lag[i] = now - self._scheduled(i)
+                if idle:
+                    self._send(idle.pop(), i, now)
+                else:
+                    queue.append(i)
+                    self._maybe_open()
+                i += 1
+            self.dispatched = i
+
+
+def run(
+    host: str,
+    port: int,
+    plan: Plan,
+    *,
+    rate: float,
+    connections: int = 256,
+    timeout_s: float = 10.0,
+    drain_s: float = 10.0,
+    progress: Callable[[Progress], None] | None = None,
+) -> RunResult:
+    """Run ``plan`` at ``rate`` on a fresh event loop (uvloop when installed)."""
+
+    async def main() -> RunResult:
+        engine = Engine(
+            host,
+            port,
+            plan,
+            rate=rate,
+            connections=connections,
+            timeout_s=timeout_s,
+            drain_s=drain_s,
+            progress=progress,
+        )
+        return await engine.run()
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        return asyncio.run(main())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())

@@ -1,0 +1,91 @@
+"""The engine keeps an open-loop schedule: arrivals never wait for answers.
+
+Against a stub server on 127.0.0.1: a fast one is driven at the target rate; a slow
+one (200 ms per request) still receives requests at the target rate, and latency
+counted from the scheduled send time includes the 200 ms; with too few connections
+the queue grows and so does the latency of later requests (no coordinated omission).
+"""
+
+from __future__ import annotations
+
+import socket
+from datetime import date
+
+import numpy as np
+import pytest
+
+from approval_service.loadtest import client, report
+from approval_service.loadtest.mix import Plan, Pools, build_plan
+
+from .stub import stub_server
+
+
+def plan_of(count: int) -> Plan:
+    plan = build_plan(Pools(), count, host="127.0.0.1", key="k", run_id="t", today=date.today())
+    plan.expect_422[:] = bytes(count)  # the stub answers 201 to everything
+    return plan
+
+
+def summarize(result: client.RunResult, plan: Plan) -> dict[str, object]:
+    return report.summarize(result, plan, url="http://127.0.0.1", connections=64)
+
+
+def test_fast_server_gets_the_target_rate() -> None:
+    plan = plan_of(600)
+    with stub_server(0.0) as port:
+        result = client.run("127.0.0.1", port, plan, rate=300, connections=64)
+    summary = summarize(result, plan)
+    assert summary["errors"] == 0
+    assert summary["answered"] == 600
+    assert 270 <= summary["throughput"] <= 315  # type: ignore[operator]
+    assert summary["latency_ms"]["p50"] < 50  # type: ignore[index]
+    assert summary["send_lag_ms"]["p99"] < 30  # type: ignore[index]
+
+
+def test_slow_server_still_receives_the_target_rate() -> None:
+    """A closed loop on one connection would manage 5/s; the open loop sends 100/s."""
+    plan = plan_of(200)
+    with stub_server(0.2) as port:
+        result = client.run("127.0.0.1", port, plan, rate=100, connections=64)
+    summary = summarize(result, plan)
+    assert summary["errors"] == 0
+    assert summary["throughput"] >= 85  # type: ignore[operator]
+    latency = summary["latency_ms"]
+    assert 200 <= latency["p50"] < 400  # type: ignore[index]
+    assert summary["send_lag_ms"]["p99"] < 30  # type: ignore[index]
+    # the schedule was kept: every request dispatched within a few ms of its time
+    lag = np.frombuffer(result.lag_ns, dtype=np.int64)
+    assert lag.max() < 100e6
+
+
+def test_latency_counts_from_the_schedule_when_the_server_falls_behind() -> None:
+    """4 connections x 5/s = 20/s capacity at 50/s: the later requests wait longer."""
+    plan = plan_of(100)
+    with stub_server(0.2) as port:
+        result = client.run("127.0.0.1", port, plan, rate=50, connections=4, drain_s=10)
+    summary = summarize(result, plan)
+    assert summary["errors"] == 0
+    latency = np.frombuffer(result.latency_ns, dtype=np.int64) / 1e6
+    assert latency[:10].mean() < 600
+    assert latency[-10:].mean() > 2500  # ~ 100/20 - 100/50 = 3 s behind by the end
+    assert summary["latency_ms"]["max"] > 2500  # type: ignore[index]
+    assert summary["connections"]["peak"] == 4  # type: ignore[index]
+    assert summary["send_lag_ms"]["p99"] < 30  # type: ignore[index]  # dispatch stayed on time
+    assert any("free connection" in w for w in summary["warnings"])  # type: ignore[attr-defined]
+
+
+def test_a_server_that_hangs_up_gives_connection_errors_not_a_hang() -> None:
+    plan = plan_of(200)
+    with stub_server(0.0, drop_every=10) as port:
+        result = client.run("127.0.0.1", port, plan, rate=200, connections=16)
+    summary = summarize(result, plan)
+    assert summary["errors_by_kind"] == {"connection": 20}
+    assert summary["answered"] == 180
+
+
+def test_a_closed_port_fails_at_once() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, never listening: connections are refused
+        with pytest.raises(ConnectionRefusedError):
+            client.run("127.0.0.1", port, plan_of(20), rate=100)
