@@ -61,7 +61,7 @@ from approval_service.engine.interpreter import (
     trace_entry,
 )
 from approval_service.engine.rete import translate
-from approval_service.engine.rete_facts import Fallback, RuleSpec
+from approval_service.engine.rete_facts import FactBuilder, RuleSpec
 from approval_service.policy.model import Condition, Policy
 
 DURABLE_LOCK = threading.Lock()
@@ -94,6 +94,7 @@ class DurablePolicy:
         self.rules: list[RuleSpec] = [
             translate(policy, condition, index) for index, condition in enumerate(policy.conditions)
         ]
+        self._builder = FactBuilder(self.rules)
         self.fallbacks = 0  # conditions decided by the interpreter (see module doc)
         self.last_sid = ""
         self._collectors: dict[str, list[int]] = {}
@@ -134,14 +135,12 @@ class DurablePolicy:
     def fact(self, env: Mapping[str, Any]) -> tuple[dict[str, Any], set[int]]:
         """The evaluation's fact (without sid) and the skipped condition indexes."""
         fact: dict[str, Any] = {"e": 1}
+        cache: dict[str, Any] = {}
         skipped: set[int] = set()
         for spec in self.rules:
             if any(env[r] is None for r in spec.condition.require.reads):
                 skipped.add(spec.index)  # not evaluated: its rule needs the record
-                continue
-            try:
-                fact.update(spec.values(env))
-            except Fallback:
+            elif not self._builder.add(fact, cache, spec, env):
                 self.fallbacks += 1
                 fact[spec.fallback] = not condition_holds(spec.condition, env)
         return fact, skipped

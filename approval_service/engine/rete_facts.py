@@ -16,7 +16,7 @@ Every value is computed by the plain tree-walking interpreter
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -134,13 +134,44 @@ class RuleSpec:
         """The rule as durable_rules JSON (without its action)."""
         return {"all": [{"m": self.match.define()}]}
 
-    def values(self, env: Mapping[str, Any]) -> dict[str, Any]:
-        """This rule's attributes for one evaluation; raises Fallback if not exact."""
-        out: dict[str, Any] = {}
-        for attr in self.attrs:
-            value = attr.value(env)
-            if value is not None:
-                encoded = attr.encoded(value)
-                if encoded is not None:  # an empty list is left out too
-                    out[attr.name] = encoded
-        return out
+
+_FAILED = object()
+
+
+class FactBuilder:
+    """Builds the evaluation's fact: each attribute computed once, for every rule reading it."""
+
+    def __init__(self, rules: list[RuleSpec]) -> None:
+        self.attrs: dict[str, Attr] = {}
+        for spec in rules:
+            for attr in spec.attrs:
+                known = self.attrs.get(attr.name)
+                if known is None:  # a copy: a list read by several rules encodes all fields
+                    self.attrs[attr.name] = replace(
+                        attr, regex=set(attr.regex), fields=dict(attr.fields)
+                    )
+                else:
+                    known.regex |= attr.regex
+                    known.fields.update(attr.fields)
+
+    def add(
+        self, fact: dict[str, Any], cache: dict[str, Any], spec: RuleSpec, env: Mapping[str, Any]
+    ) -> bool:
+        """Add ``spec``'s attributes to ``fact``; False when one cannot be matched exactly.
+
+        ``cache`` holds this evaluation's encoded values by attribute name.
+        """
+        for attr in spec.attrs:
+            name = attr.name
+            if name not in cache:
+                try:
+                    value = self.attrs[name].value(env)
+                    cache[name] = None if value is None else self.attrs[name].encoded(value)
+                except Fallback:
+                    cache[name] = _FAILED
+            if cache[name] is _FAILED:
+                return False
+        for attr in spec.attrs:
+            if cache[attr.name] is not None:  # absent values and empty lists are left out
+                fact[attr.name] = cache[attr.name]
+        return True
