@@ -214,3 +214,12 @@ def test_bench_engine_json_has_every_policy_and_backend() -> None:
         assert all(isinstance(r, float) and r > 0 for r in rates.values())
     assert set(report["ratio_compiled_over_durable"]) == set(items)
     assert report["python"]
+
+
+def test_bench_engine_table_shows_every_backend_and_the_ratio(rules_copy: Path) -> None:
+    result = runner.invoke(
+        app, ["bench", "engine", "--seconds", "0.02", "--rules-dir", str(rules_copy)]
+    )
+    assert result.exit_code == 0, result.output
+    for text in ("elderly-allowance", *BACKENDS, "compiled ÷ durable", "×"):
+        assert text in result.output
