@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,3 +147,21 @@ def test_relative_sqlite_path_and_postgres_alias(
     alias = make_engine("postgres://postgres@127.0.0.1/x")
     assert alias.url.drivername == "postgresql+psycopg"
     alias.dispose()
+
+
+def test_concurrent_ensure_schema_from_separate_processes(fresh_pg_url: str) -> None:
+    code = (
+        "import sys\n"
+        "from data_lookups.database import ensure_schema, make_engine\n"
+        "ensure_schema(make_engine(sys.argv[1]))\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, fresh_pg_url], stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errors
+    engine = make_engine(fresh_pg_url)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar() == 1
+    engine.dispose()
