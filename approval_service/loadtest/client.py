@@ -5,13 +5,14 @@ loop's timer has about 1 ms resolution), hands every request that is due to an i
 connection, and sleeps until the next one is due. Nothing waits for an answer before
 the next request is dispatched, so a slow server cannot slow the arrivals down.
 
-HTTP/1.1 without pipelining: a connection carries one request at a time. When no
-connection is idle, a new one is opened (up to ``connections``); beyond that the
-request waits in a FIFO queue for the first connection to free up. Its latency is
-still measured from its scheduled time, so queueing behind a slow server shows up
-in the latency (no coordinated omission). Idle connections are used last-in
-first-out (a small hot set stays warm) and closed after ``IDLE_CLOSE_S`` idle, before
-the server's keep-alive timeout (uvicorn: 5 s) can race a request.
+HTTP/1.1 without pipelining: a connection carries one request at a time. The pool of
+``connections`` is opened before the clock starts. When no connection is idle (and
+none can be reopened) the request waits in a FIFO queue for the first to free up.
+Its latency is still measured from its scheduled time, so queueing behind a slow
+server shows up in the latency (no coordinated omission). Idle connections are used
+last-in first-out (a small hot set stays warm) and closed after ``IDLE_CLOSE_S``
+idle, before the server's keep-alive timeout (uvicorn: 5 s) can race a request;
+they are reopened when a burst needs them.
 
 Per request the engine stores a few integers in preallocated arrays (dispatch lag,
 latency, status, outcome); everything else is computed after the run.
@@ -188,6 +189,7 @@ class Engine:
         self.busy: set[_Conn] = set()
         self.queue: deque[int] = deque()
         self.opening = 0
+        self._tasks: set[asyncio.Task[None]] = set()
         self.open_conns = 0
         self.opened = 0
         self.peak = 0
@@ -202,8 +204,8 @@ class Engine:
 
     # -- connections ---------------------------------------------------------------
     async def _open(self) -> None:
+        """Open one connection; ``opening`` was counted by the caller."""
         loop = asyncio.get_running_loop()
-        self.opening += 1
         try:
             _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
         except OSError:
@@ -220,7 +222,9 @@ class Engine:
 
     def _maybe_open(self) -> None:
         if len(self.queue) > self.opening and self.open_conns + self.opening < self.max_conns:
-            asyncio.get_running_loop().create_task(self._open())
+            self.opening += 1  # now, not when the task starts: a burst must not overshoot
+            self._tasks.add(task := asyncio.get_running_loop().create_task(self._open()))
+            task.add_done_callback(self._tasks.discard)
 
     def _send(self, conn: _Conn, i: int, now: int) -> None:
         assert conn.transport is not None
@@ -324,10 +328,18 @@ class Engine:
     # -- the run -----------------------------------------------------------------------
     async def run(self) -> RunResult:
         n = len(self.requests)
-        warm = min(self.max_conns, max(1, int(self.rate // 100)), n or 1)
-        for _ in range(warm):  # a few connections before the clock starts
-            loop = asyncio.get_running_loop()
-            _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
+        loop = asyncio.get_running_loop()
+        # the whole pool before the clock starts: growing it under load made the
+        # scheduler late (connects cost the loop time just when the server stalls);
+        # connections left idle are closed by the ticker after IDLE_CLOSE_S
+        first = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
+        rest = await asyncio.gather(
+            *(
+                loop.create_connection(lambda: _Conn(self), self.host, self.port)
+                for _ in range(min(self.max_conns, max(n, 1)) - 1)
+            )
+        )
+        for _, conn in [first, *rest]:
             self.open_conns += 1
             self.opened += 1
             self.idle.append(conn)

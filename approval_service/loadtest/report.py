@@ -27,8 +27,11 @@ from approval_service.loadtest.client import (
 )
 from approval_service.loadtest.mix import ITEMS, Plan
 
-#: the generator is behind its schedule when its p99 send lag exceeds this
-LAG_WARN_MS = 5.0
+#: the generator is behind its schedule when its p99 send lag exceeds this (the loop's
+#: timers have 1 ms resolution, and a burst of answers is handled before the next timer)
+LAG_WARN_MS = 10.0
+#: ... or when any request was dispatched this late
+LAG_MAX_WARN_MS = 100.0
 #: ... or when it used more than this share of one core
 CPU_WARN_PERCENT = 80.0
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
@@ -142,7 +145,7 @@ def summarize(result: RunResult, plan: Plan, *, url: str, connections: int) -> d
 def warnings(summary: dict[str, Any]) -> list[str]:
     out: list[str] = []
     lag = summary["send_lag_ms"]
-    if lag["p99"] > LAG_WARN_MS:
+    if lag["p99"] > LAG_WARN_MS or lag["max"] > LAG_MAX_WARN_MS:
         out.append(
             f"the generator could not keep its schedule: p99 send lag {lag['p99']:.1f} ms "
             f"(max {lag['max']:.1f} ms); latencies are measured from the schedule all the same"

@@ -121,6 +121,6 @@ def test_png_is_written(tmp_path: Path) -> None:
 def test_a_late_generator_is_reported() -> None:
     n = 200
     result = recorded([5.0] * n, [201] * n, [1] * n)
-    result.lag_ns[:] = array("q", [20_000_000] * n)
+    result.lag_ns[:] = array("q", [20_000_000] * n)  # 20 ms late throughout
     summary = report.summarize(result, plan_of(n), url="http://127.0.0.1:1", connections=8)
     assert any("could not keep its schedule" in w for w in summary["warnings"])

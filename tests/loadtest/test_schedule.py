@@ -89,3 +89,12 @@ def test_a_closed_port_fails_at_once() -> None:
         port = sock.getsockname()[1]  # bound, never listening: connections are refused
         with pytest.raises(ConnectionRefusedError):
             client.run("127.0.0.1", port, plan_of(20), rate=100)
+
+
+def test_a_burst_never_opens_more_connections_than_allowed() -> None:
+    plan = plan_of(100)
+    with stub_server(0.05) as port:
+        result = client.run("127.0.0.1", port, plan, rate=1000, connections=10)
+    summary = summarize(result, plan)
+    assert summary["errors"] == 0
+    assert result.connections_peak == result.connections_opened == 10
