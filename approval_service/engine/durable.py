@@ -97,6 +97,7 @@ class DurablePolicy:
         self._builder = FactBuilder(self.rules)
         self.fallbacks = 0  # conditions decided by the interpreter (see module doc)
         self.last_sid = ""
+        self.closed = False
         self._collectors: dict[str, list[int]] = {}
         self._sids = itertools.count(1)
         with DURABLE_LOCK:
@@ -149,6 +150,8 @@ class DurablePolicy:
         """(failed, skipped) condition indexes for one evaluation, matched in Rete."""
         fact, skipped = self.fact(env)
         with DURABLE_LOCK:
+            if self.closed:
+                raise RuntimeError(f"{self.name} is closed")
             sid = f"{next(self._sids)}"
             self.last_sid = sid
             fact["sid"] = sid
@@ -165,6 +168,18 @@ class DurablePolicy:
             finally:
                 del self._collectors[sid]
         return set(collector), skipped
+
+    def close(self) -> None:
+        """Free the ruleset in durable's C engine (it holds at most 131071 per process).
+
+        Not done on garbage collection: a finalizer could run on a thread that
+        already holds ``DURABLE_LOCK``. Call it when a reload replaces the policy.
+        """
+        with DURABLE_LOCK:
+            if not self.closed:
+                ruleset = self.host.get_ruleset(self.name)
+                engine.durable_rules_engine.delete_ruleset(ruleset._handle)
+                self.closed = True
 
     def decide(
         self,

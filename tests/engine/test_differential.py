@@ -258,6 +258,18 @@ class Pools:
         )
 
 
+_POOLS: dict[tuple[str, date], Pools] = {}
+
+
+def _pools(policy: Policy, today: date) -> Pools:
+    key = (policy.sha256, today)
+    if key not in _POOLS:
+        if len(_POOLS) > 2000:
+            _POOLS.clear()
+        _POOLS[key] = Pools(policy, today)
+    return _POOLS[key]
+
+
 def _near(day: date) -> list[date]:
     return [day - timedelta(days=1), day, day + timedelta(days=1)]
 
@@ -334,7 +346,7 @@ def bundle(policy: Policy, ch: Chooser) -> tuple[dict[str, Any], date, dict[str,
         today = date.fromordinal(
             ch.integer(date(2020, 1, 1).toordinal(), date(2035, 12, 31).toordinal())
         )
-    pools = Pools(policy, today)
+    pools = _pools(policy, today)
     facts = {name: value_of(decl.type, pools, ch) for name, decl in policy.facts.items()}
     form = None
     if policy.form:

@@ -411,6 +411,15 @@ def test_one_ruleset_per_policy_version_and_versions_coexist() -> None:
     assert again.decide(sixty_five, TODAY)["decision"] == "rejected"
 
 
+def test_close_frees_the_ruleset() -> None:
+    backend = DurablePolicy(make())
+    assert backend.decide(facts(), TODAY)["decision"] == "approved"
+    backend.close()
+    backend.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        backend.decide(facts(), TODAY)
+
+
 def test_catch_all_keeps_a_passing_fact_from_raising(backend: DurablePolicy) -> None:
     definition = backend.definition()
     assert definition["catch_all"] == {"all": [{"m": {"e": 1}}]}
