@@ -171,7 +171,9 @@ def _load_file(
     total = path.stat().st_size
     sink: _Sink = _PostgresSink(conn, fmt) if is_postgres(conn) else _SqliteSink(conn, fmt)
     seen: dict[Value, int] = {}
-    valid_card_of: dict[Value, int] = {}
+    valid_card_of: dict[Value, int] = {}  # senior cards: holder -> line of their valid card
+    cards = fmt.table == "senior_cards"
+    holder, status = (fmt.names.index("id_number"), fmt.names.index("status")) if cards else (0, 0)
     done = 0
     clean = True
     try:
@@ -204,8 +206,8 @@ def _load_file(
                 )
                 clean = False
                 continue
-            if fmt.table == "senior_cards" and values[3] == "valid":
-                other = valid_card_of.setdefault(values[1], lineno)
+            if cards and values[status] == "valid":
+                other = valid_card_of.setdefault(values[holder], lineno)
                 if other != lineno:
                     report.problem(
                         f"{where}: status: a second valid card for the same person "
