@@ -16,6 +16,7 @@ Optimisations, each keeping the meaning of the tree:
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -42,6 +43,7 @@ class ExprGen:
         self.kinds.update({n: "fact" for n in policy.facts})
         self.kinds.update({d.name: "define" for d in policy.defines})
         self.list_facts = {n for n, f in policy.facts.items() if f.shape == "list"}
+        self.define_nodes = {d.name: d.expr.node for d in policy.defines}
 
     # helpers -------------------------------------------------------------
     def const(self, value: Any) -> str:
@@ -111,6 +113,20 @@ class ExprGen:
             and node.source.ident in self.list_facts
             and all(ok(c) for c in ast.children(node))
         )
+
+    def first_of_month(self, node: ast.Node) -> bool:
+        """Whether a date expression is always the first day of a month."""
+        if isinstance(node, ast.Literal):
+            return isinstance(node.value, date) and node.value.day == 1
+        if isinstance(node, ast.Call):
+            if node.func in ("month_start", "next_month_start"):
+                return True
+            return node.func in ("add_months", "add_years") and self.first_of_month(node.args[0])
+        if isinstance(node, ast.IfElse):
+            return self.first_of_month(node.then) and self.first_of_month(node.orelse)
+        if isinstance(node, ast.Name) and self.kinds.get(node.ident) == "define":
+            return self.first_of_month(self.define_nodes[node.ident])
+        return False
 
     @staticmethod
     def is_decimal(node: ast.Node) -> bool:
@@ -190,6 +206,31 @@ class ExprGen:
         args = [self._expr(a, bound, True) if in_day else self.expr(a, bound) for a in node.args]
         if node.func == "starts_with":
             return f"{args[0]}.startswith({args[1]})"
+        if (
+            node.func in ("add_months", "add_years")
+            and not in_day
+            and self.first_of_month(node.args[0])
+        ):
+            # the first of a month plus whole months is the first of a month: no clamping
+            t, y = self.temp(), self.temp()
+            months = args[1] if node.func == "add_months" else f"12 * {args[1]}"
+            return (
+                f"_date(({y} := ({t} := {args[0]}).year * 12 + {t}.month - 1 + {months}) // 12,"
+                f" {y} % 12 + 1, 1)"
+            )
+        if node.func == "month_start":
+            d = self.temp()
+            return f"_date(({d} := {args[0]}).year, {d}.month, 1)"
+        if node.func == "months_between":
+            a, b = self.temp(), self.temp()
+            return (
+                f"((({b} := {args[1]}).year - ({a} := {args[0]}).year) * 12"
+                f" + {b}.month - {a}.month)"
+            )
+        if node.func in ("min", "max"):
+            a, b = self.temp(), self.temp()
+            op = "<=" if node.func == "min" else ">="
+            return f"({a} if ({a} := {args[0]}) {op} ({b} := {args[1]}) else {b})"
         return f"_fn_{node.func}({', '.join(args)})"
 
     def _aggregate(self, node: ast.Aggregate, bound: frozenset[str]) -> str:

@@ -19,7 +19,7 @@ from approval_service.engine.trace import trace_points
 from approval_service.errors import FactsError
 from approval_service.policy import ast
 from approval_service.policy.functions import FUNCTIONS
-from approval_service.policy.model import Policy
+from approval_service.policy.model import Define, Policy
 
 _CENT = Decimal("0.01")
 PARAM_CACHE_LIMIT = 4096
@@ -60,16 +60,24 @@ def generate(policy: Policy, trace: bool) -> tuple[str, dict[str, Any]]:
         w(f"    f_{name} = facts[{name!r}]")
     if policy.form:
         w("    form = form or _EMPTY")
+    # consecutive derived values with the same guard share one if/else
+    groups: list[tuple[str, list[Define]]] = []
     for define in policy.defines:
-        code = gen.expr(define.expr.node)
         guard = _guard(define.expr.reads)
-        if guard:
-            w(f"    if {guard}:")
-            emit("        ", f"d_{define.name} = {code}")
-            w("    else:")
-            w(f"        d_{define.name} = None")
+        if groups and groups[-1][0] == guard:
+            groups[-1][1].append(define)
         else:
-            emit("    ", f"d_{define.name} = {code}")
+            groups.append((guard, [define]))
+    for guard, defines in groups:
+        if not guard:
+            for define in defines:
+                emit("    ", f"d_{define.name} = {gen.expr(define.expr.node)}")
+            continue
+        w(f"    if {guard}:")
+        for define in defines:
+            emit("        ", f"d_{define.name} = {gen.expr(define.expr.node)}")
+        w("    else:")
+        w("        " + " = ".join(f"d_{d.name}" for d in defines) + " = None")
     w("    _rej = []")
     w("    _ref = []")
     if trace:
@@ -178,6 +186,7 @@ class CompiledPolicy:
             "_money": _money,
             "_CENT": _CENT,
             "_HALF_UP": ROUND_HALF_UP,
+            "_date": date,
             "_EMPTY": {},
             **{f"_fn_{n}": f.impl for n, f in FUNCTIONS.items()},
             **{f"_PARAM_{n}": p.value_on for n, p in self.policy.parameters.items()},

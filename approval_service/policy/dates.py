@@ -8,20 +8,27 @@
 
 from __future__ import annotations
 
-import calendar
 from datetime import date, timedelta
+
+_MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
 def age_on(birth: date, day: date) -> int:
     return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
 
 
+def is_leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
 def add_months(day: date, months: int) -> date:
-    total = day.year * 12 + day.month - 1 + months
-    year, month = divmod(total, 12)
-    month += 1
-    last = calendar.monthrange(year, month)[1]
-    return date(year, month, min(day.day, last))
+    year, month0 = divmod(day.year * 12 + day.month - 1 + months, 12)
+    dom = day.day
+    if dom > 28:
+        last = _MONTH_DAYS[month0] + (month0 == 1 and is_leap(year))
+        if dom > last:
+            dom = last
+    return date(year, month0 + 1, dom)
 
 
 def add_years(day: date, years: int) -> date:
@@ -33,7 +40,7 @@ def add_days(day: date, days: int) -> date:
 
 
 def month_start(day: date) -> date:
-    return day.replace(day=1)
+    return date(day.year, day.month, 1)
 
 
 def next_month_start(day: date) -> date:

@@ -96,6 +96,13 @@ TODAY = date(2026, 11, 23)
         ('starts_with("341602", "3416") and "a" in ["a", "b"] and "c" not in ["a"]', True),
         ("if fund.months > 6 then 1 else 0.50", Decimal("1.00")),
         ("3 * limit", Decimal("2400.00")),
+        ("add_years(month_start(person.birth_date), 5)", date(1949, 2, 1)),
+        ("add_months(next_month_start(today), -11)", date(2026, 1, 1)),
+        ("add_months(month_start(person.birth_date), 12 * 81 - 1)", date(2025, 1, 1)),
+        ("add_months(person.birth_date, 12)", date(1945, 2, 28)),
+        ("months_between(person.birth_date, today)", 993),
+        ("min(3, fund.months)", 3),
+        ("max(fund.balance, 2000.00)", Decimal("2000.00")),
         ("any(c in cards where c.expires_on > today and fund.months > 6)", True),
     ],
 )
