@@ -21,6 +21,9 @@ class Settings(BaseSettings):
         default=f"sqlite:///{DEFAULT_VAR_DIR / 'miaopi.sqlite3'}",
         description="Database URL: postgresql://user@host/db or sqlite:///path",
     )
+    db_pool_size: int = Field(
+        default=40, ge=1, le=500, description="database connections kept open per process"
+    )
     redis_url: str | None = Field(default=None, description="Redis for the fact cache")
     redis_prefix: str = Field(default="miaopi:", description="prefix of every Redis key")
     api_keys: str = Field(default="", description="comma-separated channel:key pairs")

@@ -18,24 +18,39 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, exc, text
+from sqlalchemy import Connection, Table, exc, insert, text
 
 from approval_service.engine.backends import Decider
 from approval_service.errors import RequestError
-from approval_service.policy.model import Policy
 from approval_service.service import notifications, records
 from approval_service.service.container import Container
-from approval_service.service.documents import application_document, jsonable, project_facts
+from approval_service.service.documents import application_document, project_facts
 from approval_service.service.issuing import ACTIONS, IssueContext
 from approval_service.service.requests import Application, validate_application
 from data_lookups.database import is_postgres, write_transaction
 from data_lookups.id_numbers import mask_id
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    """One application between deciding and recording."""
+
+    channel: str
+    idempotency_key: str | None
+    digest: str
+    application_id: str
+    app: Application
+    decider: Decider
+    now: datetime
+    started: float
+    timings: dict[str, float]
 
 
 class IdempotencyMismatch(RequestError):
@@ -116,52 +131,34 @@ class ApplicationService:
                 return earlier, False
         started = time.perf_counter()
         now = self.c.clock.now()
-        today = now.date()
         policy = decider.policy
         facts = self.c.facts.gather(app.applicant_id, policy.fact_names)
         gathered = time.perf_counter()
-        decision = decider.decide(facts, today, app.form, trace=True)
-        decided = time.perf_counter()
-        timings = {"gather_ms": (gathered - started) * 1e3, "decide_ms": (decided - gathered) * 1e3}
-        application_id = new_application_id()
+        decision = decider.decide(facts, now.date(), app.form, trace=True)
+        timings = {
+            "gather_ms": (gathered - started) * 1e3,
+            "decide_ms": (time.perf_counter() - gathered) * 1e3,
+        }
+        pending = _Pending(
+            channel,
+            idempotency_key,
+            digest,
+            new_application_id(),
+            app,
+            decider,
+            now,
+            started,
+            timings,
+        )
+        issuing = decision["decision"] == "approved" and policy.issue is not None
         try:
-            with write_transaction(self.c.engine) as conn:
-                extra: dict[str, Any] = {}
-                if decision["decision"] == "approved" and policy.issue is not None:
-                    self.lock_person(conn, app.applicant_id)
-                    if idempotency_key is not None:
-                        earlier = self._replay(conn, channel, idempotency_key, digest)
-                        if earlier is not None:
-                            return earlier, False
-                    facts = self.c.sql_facts.gather_in(conn, app.applicant_id, policy.fact_names)
-                    decision = decider.decide(facts, today, app.form, trace=True)
-                    if decision["decision"] == "approved":
-                        extra = ACTIONS[policy.issue](
-                            IssueContext(
-                                conn,
-                                application_id,
-                                app.applicant_id,
-                                today,
-                                decision["result"],
-                                facts,
-                            )
-                        )
-                timings["total_ms"] = (time.perf_counter() - started) * 1e3
-                doc = self._record(
-                    conn,
-                    channel,
-                    idempotency_key,
-                    digest,
-                    application_id,
-                    app,
-                    policy,
-                    decision,
-                    facts,
-                    extra,
-                    now,
-                    today,
-                    timings,
-                )
+            if issuing:
+                replayed, doc, decision = self._issue(pending)
+                if replayed is not None:
+                    return replayed, False
+            else:
+                doc, rows = self._rows(pending, decision, facts, {})
+                self.c.committer.write(rows)
         except exc.IntegrityError as error:
             if idempotency_key is None:
                 raise
@@ -170,23 +167,53 @@ class ApplicationService:
             if earlier is None:
                 raise
             log.info(
-                "idempotent retry raced the first request; returning the first response (%s)",
-                error.orig,
+                "idempotent retry raced the first request; returning the first (%s)", error.orig
             )
             return earlier, False
-        if decision["decision"] == "approved" and policy.issue is not None:
+        if issuing and decision["decision"] == "approved":
             self.c.facts.invalidate([app.applicant_id])
             self.c.metrics.issued.labels(item).inc()
         self.c.metrics.decisions.labels(item, decision["decision"], "apply").inc()
         self.c.metrics.latency.labels(item).observe(time.perf_counter() - started)
         log.info(
             "application %s %s for %s: %s",
-            application_id,
+            pending.application_id,
             item,
             mask_id(app.applicant_id),
             decision["decision"],
         )
         return doc, True
+
+    def _issue(self, p: _Pending) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Any]]:
+        """The locked path: decide again on fresh facts, issue, record, in one transaction.
+
+        Returns (earlier response for a repeated key or None, document, final decision).
+        """
+        policy = p.decider.policy
+        with write_transaction(self.c.engine) as conn:
+            self.lock_person(conn, p.app.applicant_id)
+            if p.idempotency_key is not None:
+                earlier = self._replay(conn, p.channel, p.idempotency_key, p.digest)
+                if earlier is not None:
+                    return earlier, earlier, {}
+            facts = self.c.sql_facts.gather_in(conn, p.app.applicant_id, policy.fact_names)
+            decision = p.decider.decide(facts, p.now.date(), p.app.form, trace=True)
+            extra: dict[str, Any] = {}
+            if decision["decision"] == "approved" and policy.issue is not None:
+                extra = ACTIONS[policy.issue](
+                    IssueContext(
+                        conn,
+                        p.application_id,
+                        p.app.applicant_id,
+                        p.now.date(),
+                        decision["result"],
+                        facts,
+                    )
+                )
+            doc, rows = self._rows(p, decision, facts, extra)
+            for table, row in rows:
+                conn.execute(insert(table).values(**row))
+        return None, doc, decision
 
     def lock_person(self, conn: Connection, applicant_id: str) -> None:
         if is_postgres(conn):
@@ -209,27 +236,21 @@ class ApplicationService:
             )
         return dict(found["document"])
 
-    def _record(
+    def _rows(
         self,
-        conn: Connection,
-        channel: str,
-        idempotency_key: str | None,
-        digest: str,
-        application_id: str,
-        app: Application,
-        policy: Policy,
+        p: _Pending,
         decision: Mapping[str, Any],
         facts: Mapping[str, Any],
         extra: Mapping[str, Any],
-        now: datetime,
-        today: date,
-        timings: dict[str, float],
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], list[tuple[Table, dict[str, Any]]]]:
+        """The response document, and the decision record and outbox rows to write."""
+        policy = p.decider.policy
+        today = p.now.date()
         doc = application_document(
-            application_id=application_id,
+            application_id=p.application_id,
             policy=policy,
             decision=decision,
-            decided_at=now,
+            decided_at=p.now,
             extra_result=extra,
         )
         deadline = None
@@ -237,38 +258,35 @@ class ApplicationService:
             deadline = self.c.calendar.add_workdays(today, policy.referral_working_days)
             doc["deadline"] = deadline.isoformat()
             doc["supervision"] = self.c.calendar.supervision(today, deadline)
-        notifications.enqueue(
-            conn,
-            application_id=application_id,
+        p.timings["total_ms"] = (time.perf_counter() - p.started) * 1e3
+        message = notifications.outbox_row(
+            application_id=p.application_id,
             event="decided",
-            recipient_id=app.applicant_id,
+            recipient_id=p.app.applicant_id,
             text=notifications.message_text(policy.name, doc),
-            now=now,
+            now=p.now,
         )
-        records.insert_application(
-            conn,
-            {
-                "id": application_id,
-                "channel": channel,
-                "idempotency_key": idempotency_key,
-                "request_hash": digest,
-                "item": policy.item,
-                "applicant_id": app.applicant_id,
-                "applicant_masked": mask_id(app.applicant_id),
-                "policy_version": policy.version,
-                "policy_sha256": policy.sha256,
-                "business_date": today,
-                "decision": decision["decision"],
-                "reasons": doc["reasons"],
-                "result": doc["result"],
-                "facts": jsonable(project_facts(policy, facts)),
-                "trace": jsonable(decision.get("trace", [])),
-                "form": app.form,
-                "timings": timings,
-                "decided_at": now,
-                "deadline": deadline,
-                "review_state": "open" if deadline is not None else None,
-                "document": doc,
-            },
-        )
-        return doc
+        record = {
+            "id": p.application_id,
+            "channel": p.channel,
+            "idempotency_key": p.idempotency_key,
+            "request_hash": p.digest,
+            "item": policy.item,
+            "applicant_id": p.app.applicant_id,
+            "applicant_masked": mask_id(p.app.applicant_id),
+            "policy_version": policy.version,
+            "policy_sha256": policy.sha256,
+            "business_date": today,
+            "decision": decision["decision"],
+            "reasons": doc["reasons"],
+            "result": doc["result"],
+            "facts": project_facts(policy, facts),
+            "trace": decision.get("trace", []),
+            "form": p.app.form,
+            "timings": p.timings,
+            "decided_at": p.now,
+            "deadline": deadline,
+            "review_state": "open" if deadline is not None else None,
+            "document": doc,
+        }
+        return doc, [(records.outbox, message), (records.applications, record)]

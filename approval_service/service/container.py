@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -11,6 +12,8 @@ from approval_service.engine.backends import PolicySet
 from approval_service.errors import PolicyDefinitionError, PolicyFolderError
 from approval_service.policy.model import Policy
 from approval_service.service.clock import Clock
+from approval_service.service.documents import dumps
+from approval_service.service.group_commit import GroupCommitter
 from approval_service.service.issuing import ACTIONS
 from approval_service.service.metrics import CountingCache, Metrics
 from approval_service.service.workdays import WorkCalendar
@@ -67,6 +70,14 @@ def _fact_problem(name: str, shape: str, typ: object) -> str | None:
     return None
 
 
+def _pool_options(settings: Settings) -> dict[str, Any]:
+    """orjson for JSON columns; on PostgreSQL a pool with a connection for every request thread."""
+    options: dict[str, Any] = {"json_serializer": dumps}
+    if settings.database_url.startswith("postgres"):
+        options.update(pool_size=settings.db_pool_size, max_overflow=settings.db_pool_size // 2)
+    return options
+
+
 @dataclass
 class Container:
     settings: Settings
@@ -78,6 +89,10 @@ class Container:
     clock: Clock
     calendar: WorkCalendar
     metrics: Metrics = field(default_factory=Metrics)
+    committer: GroupCommitter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.committer = GroupCommitter(self.engine)
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock | None = None) -> Container:
@@ -87,7 +102,7 @@ class Container:
         }
         policies = PolicySet.load(Path(settings.rules_dir), deployment)
         check_against_registries(policies.policies)
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, **_pool_options(settings))
         ensure_schema(engine)
         sql_facts = SqlFactSource(engine)
         metrics = Metrics()
@@ -109,6 +124,7 @@ class Container:
         return container
 
     def close(self) -> None:
+        self.committer.close()
         closer = getattr(self.cache, "close", None)
         if closer is not None:
             closer()

@@ -11,6 +11,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from approval_service.policy.model import Policy
 
 
@@ -27,6 +29,17 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     return value
+
+
+def _orjson_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def dumps(value: Any) -> str:
+    """JSON text for database JSON columns: dates as ISO, Decimal as a string, no float."""
+    return orjson.dumps(value, default=_orjson_default).decode()
 
 
 def project_facts(policy: Policy, facts: Mapping[str, Any]) -> dict[str, Any]:

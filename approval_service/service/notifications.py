@@ -58,6 +58,22 @@ def message_text(item_name: str, document: Mapping[str, Any], reviewed: bool = F
     )
 
 
+def outbox_row(
+    *, application_id: str, event: str, recipient_id: str, text: str, now: datetime
+) -> dict[str, Any]:
+    """An outbox row; ``attempts`` starts at 0 and the message is due at once."""
+    return {
+        "id": f"{int(now.timestamp() * 1000):012x}{secrets.token_hex(10)}",
+        "dedup_key": f"{application_id}:{event}",
+        "application_id": application_id,
+        "recipient_id": recipient_id,
+        "text": text,
+        "created_at": now,
+        "next_attempt_at": now,
+        "attempts": 0,
+    }
+
+
 def enqueue(
     conn: Connection,
     *,
@@ -67,14 +83,7 @@ def enqueue(
     text: str,
     now: datetime,
 ) -> None:
-    conn.execute(
-        insert(outbox).values(
-            id=f"{int(now.timestamp() * 1000):012x}{secrets.token_hex(10)}",
-            dedup_key=f"{application_id}:{event}",
-            application_id=application_id,
-            recipient_id=recipient_id,
-            text=text,
-            created_at=now,
-            next_attempt_at=now,
-        )
+    row = outbox_row(
+        application_id=application_id, event=event, recipient_id=recipient_id, text=text, now=now
     )
+    conn.execute(insert(outbox).values(**row))
