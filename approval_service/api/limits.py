@@ -46,7 +46,8 @@ class BodyLimit:
             {
                 "error": {
                     "code": "body_too_large",
-                    "message": f"the request body is over {self.limit // 1024} KiB; send only item, applicant_id and form",
+                    "message": f"the request body is over {self.limit // 1024} KiB; "
+                    "send only item, applicant_id and form",
                 }
             }
         )

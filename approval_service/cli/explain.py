@@ -1,4 +1,4 @@
-"""``miaopi explain``: every condition with the values it read, or the replay of a stored decision."""
+"""``miaopi explain``: every condition with the values it read, or a stored decision replayed."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def explain_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False,
 ) -> None:
-    """The decision an application would get, with every condition and the values it read; issues nothing."""
+    """An application's decision with every condition and the values it read; issues nothing."""
     if application is None and (item is None or id_number is None):
         raise typer.BadParameter("give ITEM and ID_NUMBER, or --application APPLICATION_ID")
     container = Container.build(Settings())

@@ -43,7 +43,8 @@ def notify_command(
                 f"({message['dedup_key']}):[/] {escape(message['text'])}"
             )
         console.print(
-            f"{len(messages)} message(s) due; no webhook configured (MIAOPI_NOTIFY_WEBHOOK), nothing sent"
+            f"{len(messages)} message(s) due; no webhook configured (MIAOPI_NOTIFY_WEBHOOK), "
+            "nothing sent"
         )
         engine.dispose()
         return

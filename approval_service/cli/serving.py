@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import shlex
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
@@ -75,7 +76,7 @@ def _samples(container: Container) -> dict[str, dict[str, Any]]:
                 text("SELECT id_number FROM population ORDER BY birth_date LIMIT 3000")
             )
         ]
-    wanted = {
+    wanted: dict[str, tuple[str, Callable[[dict[str, Any]], bool]]] = {
         "approval": ("senior-card-new", lambda d: d["decision"] == "approved"),
         "rejection": (
             "elderly-allowance",
@@ -108,7 +109,7 @@ def demo(
         bool, typer.Option("--no-serve", help="set up and print, but do not serve")
     ] = False,
 ) -> None:
-    """The embedded default: a SQLite registry of synthetic residents, a demo key, sample requests."""
+    """The embedded default: a SQLite registry of synthetic residents, a key, sample requests."""
     settings = Settings()
     container = Container.build(settings)
     _ensure_registry(container, people, container.clock.today())
@@ -119,7 +120,8 @@ def demo(
     for name, body in _samples(container).items():
         command = (
             f"curl -s -X POST {url}/v1/applications -H 'X-API-Key: {key}' "
-            f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body, ensure_ascii=False))}"
+            "-H 'Content-Type: application/json' "
+            f"-d {shlex.quote(json.dumps(body, ensure_ascii=False))}"
         )
         console.print(f"[bold]# {name}[/]\n{command}\n", soft_wrap=True)
     console.print(

@@ -17,11 +17,15 @@ def trace_points(
     seen: dict[str, ast.Node] = {}
 
     def walk(n: ast.Node, bound: frozenset[str]) -> None:
-        if isinstance(n, ast.Presence) and isinstance(n.operand, ast.Name):
+        if (
+            isinstance(n, ast.Presence)
+            and isinstance(n.operand, ast.Name)
+            and n.operand.type is not None
+            and n.operand.type.kind == "record"
+        ):
             # a whole record: show whether it is there, never its contents (personal data)
-            if n.operand.type is not None and n.operand.type.kind == "record":
-                seen.setdefault(source[n.start : n.end], n)
-                return
+            seen.setdefault(source[n.start : n.end], n)
+            return
         if isinstance(n, ast.Aggregate):
             seen.setdefault(source[n.start : n.end], n)
             return

@@ -43,7 +43,7 @@ def explain(
     facts = container.sql_facts.gather(app.applicant_id, decider.policy.fact_names)
     doc = decider.decide(facts, day, app.form, trace=True)
     policy = decider.policy
-    return jsonable(
+    explained: dict[str, Any] = jsonable(
         {
             "item": item,
             "as_of": day,
@@ -54,6 +54,7 @@ def explain(
             "policy": {"id": policy.item, "version": policy.version, "sha256": policy.sha256},
         }
     )
+    return explained
 
 
 def _placeholder_form(policy: Policy) -> dict[str, str]:

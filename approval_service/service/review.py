@@ -152,14 +152,15 @@ def _approve(
     if now_decision["decision"] == "rejected":
         codes = ", ".join(r["code"] for r in now_decision["reasons"])
         raise ReviewConflict(
-            f"cannot approve: the registry now rejects this application ({codes}); reject it instead"
+            f"cannot approve: the registry now rejects this application ({codes}); "
+            "reject it instead"
         )
     env = build_env(policy, facts, today, form)
     missing = sorted({r for f in policy.result for r in f.expr.reads if env[r] is None})
     if missing:
         raise ReviewConflict(
-            f"cannot approve: the result needs {', '.join(missing)} data the registry does not hold; "
-            "have the registry corrected first"
+            f"cannot approve: the result needs {', '.join(missing)} data the registry "
+            "does not hold; have the registry corrected first"
         )
     result = compute_result(policy, env)
     extra: dict[str, Any] = {}

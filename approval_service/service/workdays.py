@@ -111,7 +111,7 @@ class WorkCalendar:
         return count
 
     def supervision(self, today: date, deadline: date) -> str:
-        """绿牌 green while over one working day remains, 黄牌 yellow on the last, 红牌 red after."""
+        """绿牌 green: over one working day left; 黄牌 yellow: the last; 红牌 red: overdue."""
         if today > deadline:
             return "red"
         return "green" if self.workdays_left(today, deadline) > 1 else "yellow"

@@ -24,7 +24,8 @@ def add_person(container: Container, id_number: str, birth: date) -> None:
     with write_transaction(container.engine) as conn:
         conn.execute(
             text(
-                "INSERT INTO population (id_number, name, gender, birth_date, hukou_region, status) "
+                "INSERT INTO population"
+                " (id_number, name, gender, birth_date, hukou_region, status) "
                 "VALUES (:i, '并发', 'M', :b, '341602', 'alive')"
             ),
             {"i": id_number, "b": birth},

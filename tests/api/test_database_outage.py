@@ -1,4 +1,4 @@
-"""Database unreachable: 503 with Retry-After, nothing half-issued; back again: no restart needed."""
+"""Database unreachable: 503 with Retry-After, nothing half-issued; back: no restart needed."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ def test_outage_answers_503_and_recovers(
     with write_transaction(container.engine) as conn:
         conn.execute(
             text(
-                "INSERT INTO population (id_number, name, gender, birth_date, hukou_region, status) "
+                "INSERT INTO population"
+                " (id_number, name, gender, birth_date, hukou_region, status) "
                 "VALUES (:i, '断线', 'M', '1941-01-01', '341602', 'alive')"
             ),
             {"i": applicant},

@@ -1,4 +1,4 @@
-"""``miaopi demo``: a fresh SQLite registry, a printed key and sample requests that do what they say."""
+"""``miaopi demo``: a fresh SQLite registry, a key and sample requests that do what they say."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The notification outbox: never lost, retried with back-off, delivered at least once with a dedup key."""
+"""The notification outbox: never lost, retried with back-off, at least once with a dedup key."""
 
 from __future__ import annotations
 

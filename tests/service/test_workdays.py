@@ -1,4 +1,4 @@
-"""Deadlines and supervision lights on the official calendar, across holidays and adjusted weekends."""
+"""Deadlines and supervision lights on the official calendar, across holidays."""
 
 from __future__ import annotations
 
@@ -100,5 +100,5 @@ def test_published_schedule_file_is_used(tmp_path: Path) -> None:
 )
 def test_bad_schedule_file_is_refused(tmp_path: Path, content: str) -> None:
     (tmp_path / "2027.json").write_text(content, encoding="utf-8")
-    with pytest.raises(HolidayFileError, match="2027.json"):
+    with pytest.raises(HolidayFileError, match=r"2027\.json"):
         WorkCalendar.from_folder(tmp_path)

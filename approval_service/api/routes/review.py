@@ -39,7 +39,7 @@ async def queue(service: ServiceDep, channel: ChannelDep) -> Any:
 
 @router.post(
     "/applications/{application_id}/review",
-    summary="An officer approves (issuing as an automatic approval would) or rejects a referred case",
+    summary="An officer approves (issuing as an automatic approval would) or rejects a case",
     responses={409: {"description": "already reviewed, or approval impossible now"}, **ERRORS},
 )
 async def officer_review(
