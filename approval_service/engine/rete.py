@@ -17,17 +17,19 @@ part that Rete can express stays in the rule:
   durable's anchored regex match (``m.x.matches("3416.*")``; its negation is an
   alternation of ``[^3].*``, ``3[^4].*``, ... and the shorter strings);
 - a bool value in a test -> ``m.x == True``;
-- ``any/all/none(x in L where P)`` over a list fact, when ``P`` reads only the
-  item's fields and constants -> durable's ``m.L.anyItem(P)`` /
-  ``-m.L | m.L.allItems(not P)`` (an empty list is left out of the fact).
+- ``any/all/none(x in L where P)`` over a list fact, when ``P`` compares the
+  item's fields with constants or with values of the fact (``today``, a
+  parameter, a precomputed term not reading the item) -> durable's
+  ``m.L.anyItem(P)`` / ``-m.L | m.L.allItems(not P)`` (an empty list is left out
+  of the fact; ``item.expires_on >= m.today``).
 
 The values the atoms compare are attributes of the asserted fact
 (:mod:`approval_service.engine.rete_facts`): facts, parameters, ``today``, the
 policy's defines (computed by the interpreter's ``build_env``), and
 *precomputed* terms: anything else (date arithmetic, function calls, counts and
-max/min, aggregates whose where-clause reads ``today`` or a parameter,
-if-then-else) is evaluated by the plain tree-walking interpreter, never by the
-compiled backend. A missing attribute matches no comparison, so ``==``/``!=``
+max/min, aggregates whose where-clause computes with the item, if-then-else)
+is evaluated by the plain tree-walking interpreter, never by the compiled
+backend. A missing attribute matches no comparison, so ``==``/``!=``
 on values that may be absent add the explicit ``-m.x`` cases Python's
 ``None == None`` / ``None != x`` need.
 """
@@ -46,6 +48,7 @@ from approval_service.policy.model import Condition, Policy
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<=", "==": "==", "!=": "!="}
 _NEGATE = {"<": ">=", "<=": ">", ">": "<=", ">=": "<", "==": "!=", "!=": "=="}
 _ITEM = "$i:"  # names of the current list item's fields, inside anyItem/allItems
+_OUTER = "$m:"  # inside anyItem/allItems: an attribute of the fact (right of a comparison)
 
 
 class _NotItemOnly(Exception):
@@ -79,7 +82,13 @@ def _or(a: Cond, b: Cond) -> Cond:
 def _attr(name: str) -> Any:
     if name.startswith(_ITEM):
         return getattr(item, name[len(_ITEM) :])
-    return getattr(m, name)
+    return getattr(m, name.removeprefix(_OUTER))
+
+
+def _mentions(node: ast.Node, var: str) -> bool:
+    if isinstance(node, ast.Name) and node.ident == var:
+        return True
+    return any(_mentions(child, var) for child in ast.children(node))
 
 
 def _some(items: Any, test: Cond) -> Cond:
@@ -135,10 +144,16 @@ class Translator:
         path = ast.path_of(node)
         if self._item is not None:
             var, fields, _ = self._item
-            if path is None or path.count(".") != 1 or not path.startswith(var + "."):
+            if path is not None and path.count(".") == 1 and path.startswith(var + "."):
+                fields[path.split(".")[1]] = domain
+                return _ITEM + path.split(".")[1]
+            if _mentions(node, var):
                 raise _NotItemOnly(self.text(node))
-            fields[path.split(".")[1]] = domain
-            return _ITEM + path.split(".")[1]
+            inside, self._item = self._item, None  # a value of the fact: today, a parameter...
+            try:
+                return _OUTER + self.attr(node)
+            finally:
+                self._item = inside
         key = (self.text(node), domain)
         if key in self._by_source:
             return self._by_source[key]
@@ -223,7 +238,7 @@ class Translator:
             if over_items is not None:
                 return over_items
         # a bool value: a path, a define or a precomputed term
-        name = self.attr(node)
+        name = self._not_outer(self.attr(node))
         test = _attr(name) == want
         if not want and node.type is not None and node.type.nullable:
             test = test | -_attr(name)
@@ -242,9 +257,11 @@ class Translator:
         passes, fails = True, False
         if node.where is not None:
             self._item = (node.var, fields, regex)
+            attrs, by_source = dict(self.attrs), dict(self._by_source)
             try:
                 passes, fails = self.cond(node.where, True), self.cond(node.where, False)
             except _NotItemOnly:
+                self.attrs, self._by_source = attrs, by_source
                 return None
             finally:
                 self._item = None
@@ -267,7 +284,7 @@ class Translator:
             if decl.type.kind == "record":
                 name = self.presence(operand.ident)
                 return +_attr(name) if node.present == want else -_attr(name)
-        name = self.attr(operand)
+        name = self._not_outer(self.attr(operand))
         return +_attr(name) if node.present == want else -_attr(name)
 
     def compare(self, left: ast.Node, op: str, right: ast.Node) -> Cond:
@@ -278,8 +295,13 @@ class Translator:
         if lk == "lit":
             lk, lv, rk, rv, op = rk, rv, lk, lv, _FLIP[op]
             left, right = right, left
-        if rk == "attr" and self._item is not None:
-            raise _NotItemOnly("two values of an item")
+        if self._item is not None:  # item.x <op> literal or fact attribute
+            if lv.startswith(_OUTER) and rk == "attr" and rv.startswith(_ITEM):
+                lv, rv, op, left, right = rv, lv, _FLIP[op], right, left
+            if not lv.startswith(_ITEM) or (rk == "attr" and not rv.startswith(_OUTER)):
+                raise _NotItemOnly("compares two item fields or two fact values")
+            if rk == "attr" and op in ("==", "!=") and right.type and right.type.nullable:
+                raise _NotItemOnly("may-be-absent fact value")
         a = _attr(lv)
         b = _attr(rv) if rk == "attr" else rv
         test = _cmp(a, op, b)
@@ -297,11 +319,17 @@ class Translator:
                 test = test | (+a & -_attr(rv))
         return test
 
+    def _not_outer(self, name: str) -> str:
+        """Inside anyItem/allItems a fact value may only be compared with an item field."""
+        if name.startswith(_OUTER):
+            raise _NotItemOnly(name)
+        return name
+
     def _starts_with(self, node: ast.Call, want: bool) -> Cond | None:
         kind, prefix = self.operand(node.args[1])
         if kind != "lit" or not prefix or not (prefix.isascii() and prefix.isalnum()):
             return None
-        name = self.attr(node.args[0])
+        name = self._not_outer(self.attr(node.args[0]))
         if name.startswith(_ITEM):
             assert self._item is not None
             self._item[2].add(name[len(_ITEM) :])

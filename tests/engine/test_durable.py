@@ -99,6 +99,11 @@ conditions:
     on_fail: reject
     message: m
     basis: b
+  - code: EXPIRING
+    require: count(c in cards where add_days(c.expires_on, -30) <= today) < 3
+    on_fail: refer
+    message: m
+    basis: b
 result:
   band: if age >= 90 then "90+" else "young"
 """
@@ -217,12 +222,25 @@ def test_constant_prefix_is_a_regex_match_in_rete(backend: DurablePolicy) -> Non
 def test_what_rete_cannot_express_is_precomputed_and_listed(backend: DurablePolicy) -> None:
     assert rule(backend, "TOO_YOUNG")["precomputed"] == ["age"]
     assert rule(backend, "RECENT")["precomputed"] == ["add_months(fund.last, 3)"]
-    assert rule(backend, "HAS_CARD")["precomputed"] == [
-        'none(c in cards where c.status == "valid" and c.expires_on >= today)'
+    assert rule(backend, "EXPIRING")["precomputed"] == [
+        "count(c in cards where add_days(c.expires_on, -30) <= today)"
     ]
     attrs = rule(backend, "RECENT")["attributes"]
     assert attrs["x6_0"] == "precomputed: add_months(fund.last, 3)"
     assert attrs["today"] == "today: today"
+
+
+def test_item_fields_are_compared_with_fact_values_in_rete(backend: DurablePolicy) -> None:
+    has_card = rule(backend, "HAS_CARD")
+    assert has_card["precomputed"] == []
+    assert set(has_card["attributes"]) == {"l_cards", "today"}
+    assert rete_part(has_card)[-1] == {
+        "$iany": {
+            "l_cards": {
+                "$and": [{"$i.status": "valid"}, {"$gte": {"$i.expires_on": {"$m": "today"}}}]
+            }
+        }
+    }
 
 
 def test_list_aggregates_over_the_item_alone_run_in_rete(backend: DurablePolicy) -> None:
@@ -321,6 +339,8 @@ def _env(backend: DurablePolicy, bundle: dict[str, Any]) -> dict[str, Any]:
         {"cards": [{"status": "revoked", "expires_on": TODAY, "lost": False}]},
         {"cards": [{"status": "forged", "expires_on": TODAY, "lost": True}]},
         {"cards": [CARD, {"status": "forged", "expires_on": TODAY, "lost": False}]},
+        {"cards": [{**CARD, "status": "x", "expires_on": date(2026, 12, 23)}] * 3},
+        {"cards": [{**CARD, "status": "x", "expires_on": date(2026, 12, 24)}] * 3},
     ],
 )
 def test_same_documents_as_the_other_backends(change: dict[str, Any]) -> None:
