@@ -38,8 +38,13 @@ call from two threads at once. Every call into it is made under one
 process-wide lock (``DURABLE_LOCK``), so ``decide`` may be called from any
 thread but runs one evaluation at a time. The host's own background pollers
 (two timer threads that dispatch queued actions and timers every 0.2 s) are
-not started: actions run synchronously inside ``assert_facts``, and a second
-thread touching the engine is what the lock exists to prevent.
+not started: actions run synchronously inside ``assert_fact`` on the calling
+thread, and a second thread touching the engine is what the lock prevents.
+
+Every rule also tests ``e == 1``, the mark of the evaluation fact: durable
+matches rules against the session's state too, and a rule made only of
+absence tests (``-m.has_person``) would match the state and re-fire forever.
+Each ``DurablePolicy`` holds one C ruleset until ``close()``.
 """
 
 from __future__ import annotations
