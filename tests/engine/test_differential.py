@@ -433,3 +433,43 @@ def test_seeded_bundles_agree_and_reach_every_decision(item: str) -> None:
     assert codes == {c.code for c in policy.conditions}, "never failed: " + ", ".join(
         sorted({c.code for c in policy.conditions} - codes)
     )
+
+
+EAGER_POLICY = """\
+item: eager
+name: 测试
+department: 测试
+version: "1"
+basis: 测试
+facts:
+  person:
+    optional: true
+    fields: {status: text}
+conditions:
+  - code: DECEASED
+    require: person.status != "deceased"
+    on_fail: reject
+    message: m
+    basis: b
+result:
+  renew_on: add_years(today, 1)
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG (compiled backend): per-day constants, including result expressions, are "
+    "computed eagerly in _resolve(today) for every decision, so an expression that fails "
+    "(here add_years past 9999) raises even on a rejection, where the interpreter and durable "
+    "never evaluate it and return 'rejected'",
+)
+def test_compiled_bug_eager_per_day_values_raise_where_the_interpreter_decides() -> None:
+    from approval_service.policy.loader import load_policy_text
+
+    policy = load_policy_text(EAGER_POLICY, "eager.yaml")
+    facts = {"person": {"status": "deceased"}}
+    today = date(9999, 6, 1)
+    expected = InterpretedPolicy(policy).decide(facts, today)
+    assert expected["decision"] == "rejected"
+    assert DurablePolicy(policy).decide(facts, today) == expected
+    assert CompiledPolicy(policy).decide(facts, today) == expected
