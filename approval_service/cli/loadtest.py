@@ -25,7 +25,7 @@ from approval_service.loadtest.mix import Pools, build_plan, load_pools
 
 #: the largest run pre-built in memory (about 350 bytes a request)
 MAX_REQUESTS = 5_000_000
-_err = Console(stderr=True, highlight=False)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def default_key() -> str | None:

@@ -115,7 +115,7 @@ def summarize(result: RunResult, plan: Plan, *, url: str, connections: int) -> d
         "rate_target": result.rate,
         "throughput": round(int(answered.sum()) / result.elapsed_s, 1),
         "errors": errors,
-        "latency_ms": latency_ms(latency[answered]),
+        "latency_ms": latency_ms(latency[answered]),  # of answered requests only
         "errors_by_kind": kinds,
         "statuses": {
             str(k): int(v) for k, v in zip(*np.unique(status, return_counts=True), strict=True)
@@ -176,11 +176,20 @@ def timeline(result: RunResult) -> dict[str, list[float]]:
     seconds = int(second.max()) + 1 if result.count else 0
     done_at = (np.arange(result.count) / result.rate + latency / 1e9)[status > 0]
     answered_per_s = np.bincount(done_at.astype(np.int64), minlength=seconds)[:seconds]
-    out: dict[str, list[float]] = {"second": [], "p50": [], "p99": [], "max": [], "answered": []}
+    failed_per_s = np.bincount(second[status <= 0], minlength=seconds)[:seconds]
+    out: dict[str, list[float]] = {
+        "second": [],
+        "p50": [],
+        "p99": [],
+        "max": [],
+        "answered": [],
+        "unanswered": [],
+    }
     for s in range(seconds):
         values = latency[(second == s) & (status > 0)]
         out["second"].append(float(s))
         out["answered"].append(float(answered_per_s[s]))
+        out["unanswered"].append(float(failed_per_s[s]))
         if values.size:
             p50, p99 = np.percentile(values, [50, 99])
             out["p50"].append(float(p50) / 1e6)
@@ -216,10 +225,16 @@ def write_png(result: RunResult, summary: dict[str, Any], path: Path) -> None:
     top.grid(True, which="both", alpha=0.3)
     rate_axis = top.twinx()
     rate_axis.plot(series["second"], series["answered"], color="tab:gray", lw=1, ls="--")
-    rate_axis.set_ylabel("answers per second (dashed)", color="tab:gray")
+    rate_axis.axhline(summary["rate_target"], color="tab:green", lw=0.8, ls=":")
+    if any(series["unanswered"]):
+        rate_axis.plot(series["second"], series["unanswered"], color="black", lw=1, ls="-.")
+    rate_axis.set_ylabel(
+        "per second: answers (dashed), target (dotted), unanswered by schedule (dash-dot)",
+        fontsize=8,
+    )
     rate_axis.set_ylim(0, max([summary["rate_target"], *series["answered"]]) * 1.15)
     top.legend(loc="lower left", framealpha=0.8)
-    top.set_title("latency over time")
+    top.set_title("latency of answered requests over time (by scheduled second)")
 
     latency = np.frombuffer(result.latency_ns, dtype=np.int64)
     values = np.sort(latency[np.frombuffer(result.status, dtype=np.int16) > 0]) / 1e6

@@ -1,0 +1,240 @@
+"""Helpers of ``benchmarks/e2e.py``: servers we start and stop by PID, CPU accounting, profiles."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(utime + stime in ticks, start time) of a process, or None when it is gone."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = data[data.rindex(")") + 2 :].split()
+    return int(rest[11]) + int(rest[12]), int(rest[19])
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found + [g for c in found for g in _children(c)]
+
+
+def _by_name(prefix: str) -> list[int]:
+    pids: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip().startswith(prefix):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    started: dict[int, int] = field(default_factory=dict)  # pid -> start time, ours only
+
+    @classmethod
+    def start(
+        cls, name: str, command: list[Any], port: int, env: dict[str, str], log: Path
+    ) -> Server:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("wb") as sink:
+            proc = subprocess.Popen(
+                [str(c) for c in command], env=env, stdout=sink, stderr=subprocess.STDOUT
+            )
+        return cls(name, proc, port, log)
+
+    def pids(self) -> list[int]:
+        """The server process and its workers (remembered, so stop() can check them)."""
+        pids = [self.proc.pid, *_children(self.proc.pid)]
+        for pid in pids:
+            stat = _stat(pid)
+            if stat is not None:
+                self.started.setdefault(pid, stat[1])
+        return pids
+
+    def stop(self) -> None:
+        """Terminate, wait, kill if needed; then any worker of ours that outlived it."""
+        self.pids()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        for pid, started in self.started.items():
+            stat = _stat(pid)
+            if pid != self.proc.pid and stat is not None and stat[1] == started:
+                os.kill(pid, 9)  # same PID and same start time: still our worker
+
+
+def wait_healthy(server: Server, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{server.port}/healthz"
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise SystemExit(f"{server.name} exited; see {server.log}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    time.sleep(1)  # every worker up, not only the first
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{server.name} did not become healthy in {timeout:g} s; see {server.log}")
+
+
+def _machine_ticks() -> tuple[int, int]:
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+
+class Cpu:
+    """CPU seconds of the server's processes, of PostgreSQL and Redis, and machine busy %.
+
+    PostgreSQL and Redis are shared with anything else running on the machine: their
+    figures are only clean on an otherwise idle machine.
+    """
+
+    def __init__(self, server_pids: list[int]) -> None:
+        self.server_pids = server_pids
+        self.before: dict[str, dict[int, int]] = {}
+        self.after: dict[str, dict[int, int]] = {}
+        self.wall = 0.0
+        self.machine: tuple[int, int] = (0, 0)
+
+    def _snapshot(self) -> dict[str, dict[int, int]]:
+        groups = {
+            "server": self.server_pids,
+            "postgres": _by_name("postgres"),
+            "redis": _by_name("redis-server"),
+        }
+        out: dict[str, dict[int, int]] = {}
+        for name, pids in groups.items():
+            out[name] = {}
+            for pid in pids:
+                stat = _stat(pid)
+                if stat is not None:
+                    out[name][pid] = stat[0]
+        return out
+
+    def start(self) -> None:
+        self.before = self._snapshot()
+        self.wall = time.perf_counter()
+        self.machine = _machine_ticks()
+
+    def stop(self) -> None:
+        self.after = self._snapshot()
+        self.wall = time.perf_counter() - self.wall
+        total, idle = _machine_ticks()
+        self.machine = (total - self.machine[0], idle - self.machine[1])
+
+    def report(self, answered: int) -> dict[str, float]:
+        out: dict[str, float] = {"wall_s": round(self.wall, 2)}
+        for name, after in self.after.items():
+            before = self.before.get(name, {})
+            seconds = sum(t - before.get(pid, 0) for pid, t in after.items()) / TICK
+            out[f"{name}_cpu_s"] = round(seconds, 2)
+            out[f"{name}_ms_per_request"] = round(1000 * seconds / answered, 3)
+        total, idle = self.machine
+        out["machine_busy_percent"] = round(100 * (total - idle) / max(total, 1), 1)
+        out["machine_busy_cpu_s"] = round((total - idle) / TICK, 2)
+        return out
+
+
+AREAS = (
+    ("PostgreSQL client (psycopg, SQLAlchemy)", ("psycopg", "sqlalchemy")),
+    ("Redis client", ("redis/", "hiredis")),
+    ("rules engine", ("approval_service/engine", "approval_service/policy")),
+    ("registry facts, fact cache", ("data_lookups/",)),
+    ("service layer", ("approval_service/service",)),
+    ("API layer", ("approval_service/api",)),
+    ("FastAPI, Starlette, Pydantic", ("fastapi/", "starlette/", "pydantic")),
+    ("uvicorn, HTTP parsing", ("uvicorn/", "httptools", "h11")),
+    ("JSON", ("orjson", "json/")),
+    ("logging, metrics", ("logging/", "prometheus_client")),
+    ("asyncio, anyio, threads", ("asyncio/", "anyio/", "threading.py", "concurrent/")),
+)
+
+
+_LINE = re.compile(r":\d+\)$")
+
+
+def _area(frames: list[str]) -> str:
+    for frame in reversed(frames):  # the innermost frame that belongs to an area decides
+        for name, needles in AREAS:
+            if any(n in frame for n in needles):
+                return name
+    return "other"
+
+
+def profile_summary(raw: Path, top: int = 15) -> dict[str, Any]:
+    """Shares of samples by area, by innermost function, and by our own functions (inclusive)."""
+    areas: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    ours: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_LINE.sub(")", f) for f in stack.split(";")]  # by function, not line
+        total += count
+        areas[_area(frames)] += count
+        leaves[frames[-1]] += count
+        for frame in set(frames):
+            if "approval_service/" in frame or "data_lookups/" in frame:
+                ours[frame] += count
+    share = max(total, 1)
+    return {
+        "samples": total,
+        "areas": {k: round(v / share, 4) for k, v in areas.most_common()},
+        "innermost": {k: round(v / share, 4) for k, v in leaves.most_common(top)},
+        "ours_inclusive": {k: round(v / share, 4) for k, v in ours.most_common(top)},
+    }
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    memory = Path("/proc/meminfo").read_text().split("\n", 1)[0].split()[1]
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "memory_gb": round(int(memory) / 1024 / 1024, 1),
+        "kernel": os.uname().release,
+    }
