@@ -9,6 +9,8 @@ reaches ``eval``. ``CompiledPolicy.source`` shows what was generated.
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Callable, Mapping
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
@@ -27,6 +29,37 @@ PARAM_CACHE_LIMIT = 4096
 
 def _money(value: Any) -> Decimal:
     return Decimal(value).quantize(_CENT, rounding=ROUND_HALF_UP)
+
+
+_EVAL_ERRORS = (ArithmeticError, ValueError, OverflowError)
+_DAY_VALUE = re.compile(r"\bh\d+\b")
+
+
+class _Unusable:
+    """A per-day value whose computation failed: using it raises the original error.
+
+    Per-day values are computed ahead of the decision; the interpreter evaluates an
+    expression only when a decision needs it, so an error must surface only then.
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def _raise(self, *args: Any) -> Any:
+        raise self.error
+
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _raise
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _raise
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __neg__ = _raise
+    __bool__ = __hash__ = __getattr__ = __getitem__ = _raise
+
+
+def _usable(value: Any) -> Any:
+    if type(value) is _Unusable:
+        raise value.error
+    return value
 
 
 def _guard(reads: frozenset[str]) -> str:
@@ -136,6 +169,8 @@ def generate(policy: Policy, trace: bool) -> tuple[str, dict[str, Any]]:
                 if ExprGen.is_decimal(field.expr.node)
                 else f"_money({code})"
             )
+        if _DAY_VALUE.search(code):
+            code = f"_usable({code})"
         fields.append(f"{field.name!r}: {code}")
     emit(
         "    ",
@@ -155,7 +190,14 @@ def generate(policy: Policy, trace: bool) -> tuple[str, dict[str, Any]]:
         ]
     resolve = ["def _resolve(today):"]
     resolve += [f"    p_{n} = _PARAM_{n}(today)" for n in policy.parameters]
-    resolve += [f"    h{i} = {code}" for i, code in enumerate(gen.day_values)]
+    for i, code in enumerate(gen.day_values):
+        # evaluated once per day, but its error only counts where a decision uses it
+        resolve += [
+            "    try:",
+            f"        h{i} = {code}",
+            "    except _EVAL_ERRORS as _e:",
+            f"        h{i} = _Unusable(_e)",
+        ]
     resolve += [
         "    _day = (" + "".join(f"{v}, " for v in per_day) + ")",
         f"    if len(_DAYS) >= {PARAM_CACHE_LIMIT}:",
@@ -187,6 +229,9 @@ class CompiledPolicy:
             "_CENT": _CENT,
             "_HALF_UP": ROUND_HALF_UP,
             "_date": date,
+            "_EVAL_ERRORS": _EVAL_ERRORS,
+            "_Unusable": _Unusable,
+            "_usable": _usable,
             "_EMPTY": {},
             **{f"_fn_{n}": f.impl for n, f in FUNCTIONS.items()},
             **{f"_PARAM_{n}": p.value_on for n, p in self.policy.parameters.items()},

@@ -456,14 +456,8 @@ result:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (compiled backend): per-day constants, including result expressions, are "
-    "computed eagerly in _resolve(today) for every decision, so an expression that fails "
-    "(here add_years past 9999) raises even on a rejection, where the interpreter and durable "
-    "never evaluate it and return 'rejected'",
-)
-def test_compiled_bug_eager_per_day_values_raise_where_the_interpreter_decides() -> None:
+def test_a_per_day_value_that_fails_only_matters_where_a_decision_uses_it() -> None:
+    """Regression: the compiled backend computes per-day values ahead of deciding."""
     from approval_service.policy.loader import load_policy_text
 
     policy = load_policy_text(EAGER_POLICY, "eager.yaml")
@@ -473,3 +467,7 @@ def test_compiled_bug_eager_per_day_values_raise_where_the_interpreter_decides()
     assert expected["decision"] == "rejected"
     assert DurablePolicy(policy).decide(facts, today) == expected
     assert CompiledPolicy(policy).decide(facts, today) == expected
+    alive = {"person": {"status": "alive"}}
+    for backend in (InterpretedPolicy(policy), CompiledPolicy(policy)):
+        with pytest.raises(ValueError):
+            backend.decide(alive, today)  # approved: the result needs the value
