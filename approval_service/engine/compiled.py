@@ -10,7 +10,6 @@ reaches ``eval``. ``CompiledPolicy.source`` shows what was generated.
 from __future__ import annotations
 
 import re
-
 from collections.abc import Callable, Mapping
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
