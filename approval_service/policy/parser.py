@@ -23,6 +23,7 @@ Numbers with a decimal point are money (``Decimal``); without, ``int``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -150,21 +151,20 @@ class Parser:
             return ast.IfElse(start, orelse.end, cond, then, orelse)
         return self.or_()
 
-    def or_(self) -> ast.Node:
-        node = self.and_()
-        while self.at("or"):
-            self.take()
-            right = self.and_()
-            node = ast.Binary(node.start, right.end, "or", node, right)
+    def chain(self, operators: tuple[str, ...], operand: Callable[[], ast.Node]) -> ast.Node:
+        """``operand (op operand)*``, grouped to the left."""
+        node = operand()
+        while self.at(*operators):
+            op = self.take().text
+            right = operand()
+            node = ast.Binary(node.start, right.end, op, node, right)
         return node
 
+    def or_(self) -> ast.Node:
+        return self.chain(("or",), self.and_)
+
     def and_(self) -> ast.Node:
-        node = self.not_()
-        while self.at("and"):
-            self.take()
-            right = self.not_()
-            node = ast.Binary(node.start, right.end, "and", node, right)
-        return node
+        return self.chain(("and",), self.not_)
 
     def not_(self) -> ast.Node:
         if self.at("not"):
@@ -201,20 +201,10 @@ class Parser:
         return ast.Binary(left.start, right.end, op, left, right)
 
     def sum(self) -> ast.Node:
-        node = self.product()
-        while self.at("+", "-"):
-            op = self.take().text
-            right = self.product()
-            node = ast.Binary(node.start, right.end, op, node, right)
-        return node
+        return self.chain(("+", "-"), self.product)
 
     def product(self) -> ast.Node:
-        node = self.unary()
-        while self.at("*", "/", "//"):
-            op = self.take().text
-            right = self.unary()
-            node = ast.Binary(node.start, right.end, op, node, right)
-        return node
+        return self.chain(("*", "/", "//"), self.unary)
 
     def unary(self) -> ast.Node:
         if self.at("-"):
