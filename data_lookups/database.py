@@ -108,6 +108,13 @@ def _is_connectivity(error: exc.OperationalError) -> bool:
 
 
 @contextmanager
+def read_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection for reads; "cannot reach the database" becomes :class:`RegistryUnavailable`."""
+    with unavailable_as_registry_error(), engine.connect() as conn:
+        yield conn
+
+
+@contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A connection in a write transaction (SQLite: ``BEGIN IMMEDIATE``), committed on exit."""
     with unavailable_as_registry_error(), engine.connect() as conn:

@@ -78,21 +78,21 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 EXAMPLES: dict[str, dict[str, Any]] = {
     "elderly-allowance": {
         "summary": "高龄津贴申领",
-        "value": {"item": "elderly-allowance", "applicant_id": "341602194001011236"},
+        "value": {"item": "elderly-allowance", "applicant_id": "341602194001011231"},
     },
     "elderly-allowance-certification": {
         "summary": "高龄津贴资格认证",
-        "value": {"item": "elderly-allowance-certification", "applicant_id": "341602194001011236"},
+        "value": {"item": "elderly-allowance-certification", "applicant_id": "341602194001011231"},
     },
     "housing-fund-rent-withdrawal": {
         "summary": "公积金租房提取",
-        "value": {"item": "housing-fund-rent-withdrawal", "applicant_id": "341621199003151238"},
+        "value": {"item": "housing-fund-rent-withdrawal", "applicant_id": "341621199003151272"},
     },
     "housing-fund-retirement-withdrawal": {
         "summary": "公积金退休提取",
         "value": {
             "item": "housing-fund-retirement-withdrawal",
-            "applicant_id": "341622196301201235",
+            "applicant_id": "341622196301201234",
         },
     },
     "senior-card-new": {

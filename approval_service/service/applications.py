@@ -32,7 +32,7 @@ from approval_service.service.container import Container
 from approval_service.service.documents import application_document, project_facts
 from approval_service.service.issuing import ACTIONS, IssueContext
 from approval_service.service.requests import Application, validate_application
-from data_lookups.database import is_postgres, write_transaction
+from data_lookups.database import is_postgres, read_connection, write_transaction
 from data_lookups.id_numbers import mask_id
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class ApplicationService:
         return doc
 
     def get(self, application_id: str) -> dict[str, Any] | None:
-        with self.c.engine.connect() as conn:
+        with read_connection(self.c.engine) as conn:
             row = records.get_application(conn, application_id)
         return None if row is None else self.present(row)
 
@@ -125,7 +125,7 @@ class ApplicationService:
         decider, app = self._prepare(item, applicant_id, form)
         digest = request_hash(app)
         if idempotency_key is not None:
-            with self.c.engine.connect() as conn:
+            with read_connection(self.c.engine) as conn:
                 earlier = self._replay(conn, channel, idempotency_key, digest)
             if earlier is not None:
                 return earlier, False
@@ -162,7 +162,7 @@ class ApplicationService:
         except exc.IntegrityError as error:
             if idempotency_key is None:
                 raise
-            with self.c.engine.connect() as conn:
+            with read_connection(self.c.engine) as conn:
                 earlier = self._replay(conn, channel, idempotency_key, digest)
             if earlier is None:
                 raise

@@ -22,6 +22,7 @@ from approval_service.service import records
 from approval_service.service.container import Container
 from approval_service.service.documents import jsonable
 from approval_service.service.requests import validate_application
+from data_lookups.database import read_connection
 
 
 class UnknownApplication(RequestError):
@@ -82,7 +83,7 @@ def decode_facts(policy: Policy, stored: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def replay(container: Container, application_id: str) -> dict[str, Any]:
-    with container.engine.connect() as conn:
+    with read_connection(container.engine) as conn:
         row = records.get_application(conn, application_id)
         if row is None:
             raise UnknownApplication(f"no application {application_id!r}", field="application_id")

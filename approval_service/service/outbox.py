@@ -17,7 +17,7 @@ import httpx
 from sqlalchemy import Engine, select, update
 
 from approval_service.service.records import outbox
-from data_lookups.database import is_postgres, write_transaction
+from data_lookups.database import is_postgres, read_connection, write_transaction
 
 LEASE = timedelta(seconds=60)
 FIRST_RETRY_SECONDS = 5
@@ -55,7 +55,7 @@ def webhook_sender(url: str, timeout: float = 10.0) -> Sender:
 
 def pending(engine: Engine, now: datetime, limit: int = 100) -> list[dict[str, Any]]:
     """Due messages, without claiming them (for printing what would be sent)."""
-    with engine.connect() as conn:
+    with read_connection(engine) as conn:
         rows = conn.execute(
             select(outbox)
             .where(outbox.c.sent_at.is_(None), outbox.c.next_attempt_at <= now)

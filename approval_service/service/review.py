@@ -22,7 +22,7 @@ from approval_service.service.applications import ApplicationService
 from approval_service.service.documents import jsonable
 from approval_service.service.explaining import UnknownApplication
 from approval_service.service.issuing import ACTIONS, IssueContext
-from data_lookups.database import write_transaction
+from data_lookups.database import read_connection, write_transaction
 
 OFFICER_BASIS = "窗口工作人员审核"
 
@@ -34,7 +34,7 @@ class ReviewConflict(MiaopiError):
 def review_queue(service: ApplicationService) -> list[dict[str, Any]]:
     c = service.c
     today = c.clock.today()
-    with c.engine.connect() as conn:
+    with read_connection(c.engine) as conn:
         rows = records.open_referrals(conn)
     cases = []
     for row in rows:

@@ -16,6 +16,7 @@ from typing import Any
 from approval_service.errors import RequestError
 from approval_service.service import records
 from approval_service.service.container import Container
+from data_lookups.database import read_connection
 
 MAX_DAYS = 366
 
@@ -37,7 +38,7 @@ def statistics(container: Container, start: date, end: date, period: str = "day"
     if (end - start).days >= MAX_DAYS:
         raise RequestError(f"ask for at most {MAX_DAYS} days at a time", field="to")
     today = container.clock.today()
-    with container.engine.connect() as conn:
+    with read_connection(container.engine) as conn:
         rows = records.applications_between(conn, start, end)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:

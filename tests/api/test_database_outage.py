@@ -59,6 +59,14 @@ def test_outage_answers_503_and_recovers(
             assert down.status_code == 503, down.text
             assert down.json()["error"]["code"] == "registry_unavailable"
             assert down.headers["Retry-After"].isdigit()
+        for path in (
+            "/v1/applications/some-id",
+            "/v1/review-queue",
+            "/v1/stats?from=2026-11-01&to=2026-11-30",
+        ):
+            read = client.get(path, headers=HEADERS)
+            assert read.status_code == 503, (path, read.text)
+            assert read.headers["Retry-After"].isdigit()
         assert client.get("/readyz").status_code == 503
         proxy.start()
         up = client.post("/v1/applications", json=body, headers=HEADERS)

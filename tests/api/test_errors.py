@@ -160,3 +160,15 @@ def test_no_valid_key_is_401(client: TestClient, people: People, headers: dict[s
 def test_unknown_application_is_404(client: TestClient) -> None:
     response = client.get("/v1/applications/does-not-exist", headers=HEADERS)
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+def test_openapi_has_a_valid_worked_example_per_item(client: TestClient) -> None:
+    from data_lookups.id_numbers import validate_id_number
+
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/v1/applications"]["post"]["requestBody"]["content"]["application/json"]
+    examples = body["examples"]
+    items = {i["item"] for i in client.get("/v1/items", headers=HEADERS).json()["items"]}
+    assert {e["value"]["item"] for e in examples.values()} == items
+    for example in examples.values():
+        validate_id_number(example["value"]["applicant_id"])
