@@ -73,7 +73,7 @@ def lint_folder(
             report.findings.append(Finding(Location(""), str(problem)))
     broken = {str(p.location.file) for p in problems if isinstance(p, CaseFileProblem)}
     for item, policy in sorted(policies.items()):
-        marks = _PolicyMarks(policy)
+        marks = PolicyMarks(policy)
         report.findings += check_catalogue(policy, marks)
         mine = [f for f in files if f.item == item]
         if not mine:
@@ -91,7 +91,7 @@ def lint_folder(
     return report
 
 
-class _PolicyMarks:
+class PolicyMarks:
     """Where things stand in a policy file, read again for line numbers."""
 
     def __init__(self, policy: Policy) -> None:
@@ -118,8 +118,9 @@ class _PolicyMarks:
         return Location(self.file, mark.line, mark.column) if mark else Location(self.file)
 
 
-def check_catalogue(policy: Policy, marks: _PolicyMarks) -> list[Finding]:
+def check_catalogue(policy: Policy, marks: PolicyMarks | None = None) -> list[Finding]:
     """Every declared fact and field as the registries provide it."""
+    marks = marks or PolicyMarks(policy)
     out: list[Finding] = []
     for name, decl in policy.facts.items():
         where = marks.at("facts", name)
@@ -174,7 +175,7 @@ def _shape_problem(decl: FactDecl, shape: str) -> tuple[str, str]:
     return f"fact `{decl.name}` is declared as {said}, the registries provide {provided}", fix
 
 
-def check_reasons(policy: Policy, files: list[CaseFile], marks: _PolicyMarks) -> list[Finding]:
+def check_reasons(policy: Policy, files: list[CaseFile], marks: PolicyMarks) -> list[Finding]:
     """Every reason code is expected by at least one failing case."""
     expected = {code for f in files for case in f.cases for code in (case.expect.reasons or ())}
     out: list[Finding] = []
@@ -190,7 +191,7 @@ def check_reasons(policy: Policy, files: list[CaseFile], marks: _PolicyMarks) ->
     return out
 
 
-def check_parameters(policy: Policy, files: list[CaseFile], marks: _PolicyMarks) -> list[Finding]:
+def check_parameters(policy: Policy, files: list[CaseFile], marks: PolicyMarks) -> list[Finding]:
     """No parameter lacks a value on the earliest date the cases decide on."""
     cases = [case for f in files for case in f.cases]
     if not cases:

@@ -8,8 +8,9 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from approval_service.authoring.lint import check_catalogue
 from approval_service.engine.backends import PolicySet
-from approval_service.errors import PolicyDefinitionError, PolicyFolderError
+from approval_service.errors import Location, PolicyDefinitionError, PolicyError, PolicyFolderError
 from approval_service.policy.model import Policy
 from approval_service.service.clock import Clock
 from approval_service.service.documents import dumps
@@ -18,56 +19,32 @@ from approval_service.service.issuing import ACTIONS
 from approval_service.service.metrics import CountingCache, Metrics
 from approval_service.service.workdays import WorkCalendar
 from approval_service.settings import Settings
-from data_lookups.catalogue import FACTS
 from data_lookups.database import ensure_schema, make_engine
 from data_lookups.fact_cache import CachedFactSource, FactCache, make_fact_cache
 from data_lookups.facts import SqlFactSource
 
 
 def check_against_registries(policies: dict[str, Policy]) -> None:
-    """Every declared fact exists in the catalogue with the same shape, every action exists."""
-    errors = []
+    """Every declared fact exists in the registries' catalogue as declared; every action exists.
+
+    The same check as ``miaopi rules lint`` (file, line and suggestion for each mismatch).
+    """
+    errors: list[PolicyError] = []
     for policy in policies.values():
-        for name, decl in policy.facts.items():
-            problem = _fact_problem(name, decl.shape, decl.type)
-            if problem:
-                errors.append(PolicyDefinitionError(f"{policy.source_file}: {problem}"))
+        errors += [
+            PolicyDefinitionError(f.message, f.location, f.suggestion)
+            for f in check_catalogue(policy)
+        ]
         if policy.issue is not None and policy.issue not in ACTIONS:
             errors.append(
                 PolicyDefinitionError(
-                    f"{policy.source_file}: issue `{policy.issue}` is not an issuance action "
-                    f"({', '.join(sorted(ACTIONS))})"
+                    f"issue `{policy.issue}` is not an issuance action",
+                    Location(policy.source_file),
+                    f"use one of {', '.join(sorted(ACTIONS))}",
                 )
             )
     if errors:
-        raise PolicyFolderError(list(errors))
-
-
-def _fact_problem(name: str, shape: str, typ: object) -> str | None:
-    from approval_service.policy.types import Type, parse_scalar
-
-    assert isinstance(typ, Type)
-    if name not in FACTS:
-        return f"fact `{name}` is not provided by the registries ({', '.join(sorted(FACTS))})"
-    want_shape, fields = FACTS[name]
-    if not fields:
-        return (
-            None if parse_scalar(want_shape) == typ else f"fact `{name}` is {want_shape}, not {typ}"
-        )
-    if (shape == "list") != (want_shape == "list") or (shape == "record?") != (
-        want_shape == "record?"
-    ):
-        kind = "a list" if want_shape == "list" else "an optional record"
-        return f"fact `{name}` is {kind} in the registries"
-    record = typ.item if typ.kind == "list" and typ.item is not None else typ
-    for field_name, field_type in record.fields:
-        if field_name not in fields:
-            return f"fact `{name}` has no field `{field_name}` in the registries"
-        if parse_scalar(fields[field_name]) != field_type:
-            return (
-                f"`{name}.{field_name}` is {fields[field_name]} in the registries, not {field_type}"
-            )
-    return None
+        raise PolicyFolderError(errors)
 
 
 def _pool_options(settings: Settings) -> dict[str, Any]:
