@@ -54,7 +54,9 @@ def create_app() -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.redis = redis.from_url(url)
+        # a blocking pool: under load requests wait for a connection instead of failing
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=10)
+        app.state.redis = redis.Redis(connection_pool=pool)
         try:
             yield
         finally:

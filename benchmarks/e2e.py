@@ -140,7 +140,7 @@ def drive(
         print(f"{name}: warm-up {warm.get('throughput')}/s, errors {warm.get('errors')}")
     print(f"{name}: load test at {args.rate:g}/s for {args.duration:g} s")
     cpu = Cpu(server.pids())
-    load_before = os.getloadavg()[0]
+    load_before = round(os.getloadavg()[0], 2)
     result, sending = loadtest(url, args, env, registry, out / name)
     sending.wait(timeout=600)
     cpu.start()
@@ -169,12 +169,6 @@ def drive(
     del result["_thread"], result["_stderr"], result["_exit"]
     answered = max(result["answered"], 1)
     result["cpu"] = cpu.report(answered)
-    result["cpu"]["others_cpu_s"] = round(  # anything else on the machine meanwhile
-        result["cpu"]["machine_busy_cpu_s"]
-        - sum(result["cpu"][f"{g}_cpu_s"] for g in ("server", "postgres", "redis"))
-        - result["generator_cpu_s"],
-        2,
-    )
     result["cpu"]["load_average_before"] = load_before
     if profile:
         result["profile"] = profile
@@ -194,7 +188,7 @@ def summary_table(real: dict[str, Any], base: dict[str, Any]) -> str:
         ("postgres CPU ms/request", "cpu", "postgres_ms_per_request"),
         ("redis CPU ms/request", "cpu", "redis_ms_per_request"),
         ("machine busy %", "cpu", "machine_busy_percent"),
-        ("other processes CPU s", "cpu", "others_cpu_s"),
+        ("load average before", "cpu", "load_average_before"),
         ("generator CPU %", "generator_cpu_percent", None),
         ("send lag p99 ms", "send_lag_ms", "p99"),
     ]
@@ -203,7 +197,8 @@ def summary_table(real: dict[str, Any], base: dict[str, Any]) -> str:
         a, b = real.get(key), base.get(key)
         if sub is not None:
             a, b = (a or {}).get(sub), (b or {}).get(sub)
-        ratio = f"{a / b:10.2f}" if isinstance(a, int | float) and b else f"{'':>10}"
+        comparable = isinstance(a, int | float) and b and not label.startswith("load")
+        ratio = f"{a / b:10.2f}" if comparable else f"{'':>10}"  # type: ignore[operator]
         lines.append(f"{label:26}{a!s:>14}{b!s:>14}{ratio}")
     return "\n".join(lines)
 

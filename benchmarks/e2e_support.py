@@ -123,7 +123,9 @@ class Cpu:
     """CPU seconds of the server's processes, of PostgreSQL and Redis, and machine busy %.
 
     PostgreSQL and Redis are shared with anything else running on the machine: their
-    figures are only clean on an otherwise idle machine.
+    figures are only clean on an otherwise idle machine. The machine's busy share comes
+    from /proc/stat, whose ticks can fall behind the wall clock on an oversubscribed
+    VM host, so it is not subtracted from anything.
     """
 
     def __init__(self, server_pids: list[int]) -> None:
