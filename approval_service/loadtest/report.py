@@ -224,14 +224,17 @@ def write_png(result: RunResult, summary: dict[str, Any], path: Path) -> None:
     top.set_ylabel("latency from scheduled send (ms)")
     top.grid(True, which="both", alpha=0.3)
     rate_axis = top.twinx()
-    rate_axis.plot(series["second"], series["answered"], color="tab:gray", lw=1, ls="--")
-    rate_axis.axhline(summary["rate_target"], color="tab:green", lw=0.8, ls=":")
-    if any(series["unanswered"]):
-        rate_axis.plot(series["second"], series["unanswered"], color="black", lw=1, ls="-.")
-    rate_axis.set_ylabel(
-        "per second: answers (dashed), target (dotted), unanswered by schedule (dash-dot)",
-        fontsize=8,
+    rate_axis.plot(
+        series["second"], series["answered"], color="tab:gray", lw=1, ls="--", label="answers/s"
     )
+    rate_axis.axhline(summary["rate_target"], color="tab:green", lw=0.8, ls=":", label="target/s")
+    if any(series["unanswered"]):
+        rate_axis.plot(
+            series["second"], series["unanswered"], color="black", lw=1, ls="-.",
+            label="unanswered/s",
+        )  # fmt: skip
+    rate_axis.set_ylabel("requests per second")
+    rate_axis.legend(loc="lower right", framealpha=0.8, fontsize=8)
     rate_axis.set_ylim(0, max([summary["rate_target"], *series["answered"]]) * 1.15)
     top.legend(loc="lower left", framealpha=0.8)
     top.set_title("latency of answered requests over time (by scheduled second)")
