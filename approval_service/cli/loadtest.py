@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from approval_service.loadtest import client, report
 from approval_service.loadtest.mix import Pools, build_plan, load_pools
+from approval_service.loadtest.target import Target, UnsafeTarget, loopback_target
 
 #: the largest run pre-built in memory (about 350 bytes a request)
 MAX_REQUESTS = 5_000_000
@@ -84,8 +85,8 @@ def loadtest_command(
     send lag. Only loopback URLs are accepted (exit 2 otherwise).
     """
     try:
-        target = client.loopback_target(url)
-    except client.UnsafeTarget as error:
+        target = loopback_target(url)
+    except UnsafeTarget as error:
         raise _fail(str(error)) from None
     count = round(rate * duration)
     if count < 1:
@@ -142,7 +143,7 @@ def _pools(registry: Path | None, today: date, seed: int) -> Pools:
 
 
 def _run(
-    target: client.Target,
+    target: Target,
     plan: Any,
     rate: float,
     connections: int,

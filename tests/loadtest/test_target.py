@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from approval_service.cli.main import app
-from approval_service.loadtest.client import Target, UnsafeTarget, loopback_target
+from approval_service.loadtest.target import Target, UnsafeTarget, loopback_target
 
 
 @pytest.mark.parametrize(
