@@ -124,11 +124,10 @@ class ApplicationService:
         """Decide, issue and record one application. Returns (document, newly created)."""
         decider, app = self._prepare(item, applicant_id, form)
         digest = request_hash(app)
-        if idempotency_key is not None:
-            with read_connection(self.c.engine) as conn:
-                earlier = self._replay(conn, channel, idempotency_key, digest)
-            if earlier is not None:
-                return earlier, False
+        # A repeated Idempotency-Key is answered from the first record without a read up
+        # front: its insert violates the key's unique constraint (or, when it would issue,
+        # the replay check under the person's lock finds the first), and the first
+        # response is returned. Nothing is issued twice either way.
         started = time.perf_counter()
         now = self.c.clock.now()
         policy = decider.policy
@@ -212,7 +211,7 @@ class ApplicationService:
                 )
             doc, rows = self._rows(p, decision, facts, extra)
             for table, row in rows:
-                conn.execute(insert(table).values(**row))
+                conn.execute(insert(table), [row])
         return None, doc, decision
 
     def lock_person(self, conn: Connection, applicant_id: str) -> None:
