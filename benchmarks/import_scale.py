@@ -7,8 +7,10 @@ Run as a script (not collected by pytest)::
 It creates a scratch PostgreSQL database on the test server
 (``MIAOPI_TEST_PG_ADMIN``, default ``postgresql://postgres@127.0.0.1:5432/postgres``),
 times ``generate`` and ``import`` (a first import into empty tables, then a
-re-import of the same files, which finds every row unchanged), prints the figures
-and drops the database. ``--sqlite`` imports into a temporary SQLite file instead.
+re-import of the same files, which finds every row unchanged), then gathers every
+fact for 2,000 residents drawn at random, straight from the database (no cache:
+the cold path), prints p50/p99 and drops the database. ``--sqlite`` imports into a
+temporary SQLite file instead.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+import orjson
 import psycopg
 
 from data_lookups.database import ensure_schema, make_engine
@@ -46,6 +49,31 @@ def _timed_import(url: str, directory: Path, label: str) -> None:
             raise SystemExit(1)
         rows = sum(f.rows for f in report.files)
         print(f"{label} {attempt}: {elapsed:6.1f} s for {rows} lines in {len(report.files)} files")
+    engine.dispose()
+
+
+def _timed_gathers(url: str, directory: Path, samples: int = 2000) -> None:
+    import random
+
+    from data_lookups.facts import ALL_FACTS, SqlFactSource
+
+    with (directory / "population.jsonl").open("rb") as lines:
+        ids = [orjson.loads(line)["id_number"] for line in lines]
+    chosen = random.Random(7).sample(ids, min(samples, len(ids)))
+    engine = make_engine(url)
+    source = SqlFactSource(engine)
+    assert source.gather(chosen[0], ALL_FACTS)["person"] is not None
+    times = []
+    for id_number in chosen:
+        started = time.perf_counter()
+        source.gather(id_number, ALL_FACTS)
+        times.append((time.perf_counter() - started) * 1e3)
+    times.sort()
+    p50, p99 = times[len(times) // 2], times[int(len(times) * 0.99) - 1]
+    print(
+        f"cold gather (all facts, {len(times)} random residents): "
+        f"p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+    )
     engine.dispose()
 
 
@@ -80,7 +108,10 @@ def main() -> None:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         try:
-            _timed_import(f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}", directory, "postgresql")
+            url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+            _timed_import(url, directory, "postgresql")
+            if not args.only:
+                _timed_gathers(url, directory)
         finally:
             with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
