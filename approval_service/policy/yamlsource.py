@@ -66,7 +66,14 @@ class _Builder:
             seq = YList(self.build(item) for item in node.value)
             seq.mark, seq.marks = _mark(node), [_mark(item) for item in node.value]
             return seq
-        return self.constructor.construct_object(node, deep=True)
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except ValueError:  # an impossible timestamp such as 2025-02-30
+            raise PolicySyntaxError(
+                f"`{node.value}` is not a real date",
+                Location(self.file, node.start_mark.line + 1, node.start_mark.column + 1),
+                "write dates as YYYY-MM-DD with a day that exists",
+            ) from None
 
 
 def load_yaml(text: str, file: str) -> Any:
