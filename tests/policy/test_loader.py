@@ -88,6 +88,13 @@ def test_good_policy_loads_with_typed_parameters() -> None:
             "`person` is already defined",
             None,
         ),
+        (
+            ("      2025-01-01: 81\n", "      2025-02-30: 81\n"),
+            PolicySyntaxError,
+            12,
+            "`2025-02-30` is not a real date",
+            "YYYY-MM-DD",
+        ),
     ],
 )
 def test_structure_errors(
