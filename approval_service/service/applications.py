@@ -158,16 +158,14 @@ class ApplicationService:
             else:
                 doc, rows = self._rows(pending, decision, facts, {})
                 self.c.committer.write(rows)
-        except exc.IntegrityError as error:
+        except exc.IntegrityError:
             if idempotency_key is None:
                 raise
             with read_connection(self.c.engine) as conn:
                 earlier = self._replay(conn, channel, idempotency_key, digest)
             if earlier is None:
                 raise
-            log.info(
-                "idempotent retry raced the first request; returning the first (%s)", error.orig
-            )
+            log.info("an idempotent retry raced the first request; returning the first response")
             return earlier, False
         if issuing and decision["decision"] == "approved":
             self.c.facts.invalidate([app.applicant_id])
