@@ -268,29 +268,13 @@ class Parser:
                     self.tok.start,
                     f'write {func}(c in cards where c.status == "valid")',
                 )
-            var = self.take().text
-            self.expect("in")
-            source = self.expr()
-            where = None
-            if self.at("where"):
-                self.take()
-                where = self.expr()
-            end = self.expect(")", "close the bracket").end
-            return ast.Aggregate(name.start, end, func, var, source, where, None)
+            return self.binding(name, None, "in")
         first = self.expr() if not self.at(")") else None
         if func in REDUCERS and first is not None and self.at("for"):
             self.take()
             if self.tok.kind != "name":
                 raise ExprSyntaxError("expected a name after 'for'", self.tok.start)
-            var = self.take().text
-            self.expect("in", f"write {func}(c.expires_on for c in cards)")
-            source = self.expr()
-            where = None
-            if self.at("where"):
-                self.take()
-                where = self.expr()
-            end = self.expect(")", "close the bracket").end
-            return ast.Aggregate(name.start, end, func, var, source, where, first)
+            return self.binding(name, first, f"write {func}(c.expires_on for c in cards)")
         args = [] if first is None else [first]
         while self.at(","):
             self.take()
@@ -299,6 +283,18 @@ class Parser:
         if func == "date":
             return self.date_literal(name, args, end)
         return ast.Call(name.start, end, func, args)
+
+    def binding(self, name: Token, value: ast.Node | None, hint: str) -> ast.Aggregate:
+        """The rest of an aggregate after its value: ``x in LIST [where TEST])``."""
+        var = self.take().text
+        self.expect("in", hint)
+        source = self.expr()
+        where = None
+        if self.at("where"):
+            self.take()
+            where = self.expr()
+        end = self.expect(")", "close the bracket").end
+        return ast.Aggregate(name.start, end, name.text, var, source, where, value)
 
     def date_literal(self, name: Token, args: list[ast.Node], end: int) -> ast.Node:
         if (
