@@ -44,7 +44,7 @@ class _Pending:
 
     channel: str
     idempotency_key: str | None
-    digest: str
+    digest: str | None  # of the request, kept only when it has an Idempotency-Key
     application_id: str
     app: Application
     decider: Decider
@@ -123,7 +123,7 @@ class ApplicationService:
     ) -> tuple[dict[str, Any], bool]:
         """Decide, issue and record one application. Returns (document, newly created)."""
         decider, app = self._prepare(item, applicant_id, form)
-        digest = request_hash(app)
+        digest = request_hash(app) if idempotency_key is not None else None
         # A repeated Idempotency-Key is answered from the first record without a read up
         # front: its insert violates the key's unique constraint (or, when it would issue,
         # the replay check under the person's lock finds the first), and the first
@@ -162,7 +162,7 @@ class ApplicationService:
             if idempotency_key is None:
                 raise
             with read_connection(self.c.engine) as conn:
-                earlier = self._replay(conn, channel, idempotency_key, digest)
+                earlier = self._replay(conn, channel, idempotency_key, digest or "")
             if earlier is None:
                 raise
             log.info("an idempotent retry raced the first request; returning the first response")
@@ -190,7 +190,7 @@ class ApplicationService:
         with write_transaction(self.c.engine) as conn:
             self.lock_person(conn, p.app.applicant_id)
             if p.idempotency_key is not None:
-                earlier = self._replay(conn, p.channel, p.idempotency_key, p.digest)
+                earlier = self._replay(conn, p.channel, p.idempotency_key, p.digest or "")
                 if earlier is not None:
                     return earlier, earlier, {}
             facts = self.c.sql_facts.gather_in(conn, p.app.applicant_id, policy.fact_names)
