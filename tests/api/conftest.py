@@ -40,6 +40,9 @@ class People:
     renewer: str
     racer: str
     young: str
+    fund_holder_unregistered: str
+    card_holder_no_photo: str
+    renewer_no_photo: str
 
 
 def build_registry(tmp: Path) -> tuple[Path, People]:
@@ -58,6 +61,42 @@ def build_registry(tmp: Path) -> tuple[Path, People]:
         renewer=r.person(date(1955, 9, 9), hukou="340102"),
         racer=r.person(date(1952, 12, 12)),
         young=r.person(date(2000, 1, 1)),
+        fund_holder_unregistered=r.stranger(),
+        card_holder_no_photo=r.person(date(1949, 4, 4), photo=False),
+        renewer_no_photo=r.person(date(1951, 5, 5), photo=False),
+    )
+    r.add(
+        "fund_accounts.jsonl",
+        id_number=people.fund_holder_unregistered,
+        account_no="F003",
+        status="normal",
+        balance="800.00",
+        continuous_months=24,
+        has_outstanding_loan=False,
+        last_rent_withdrawal_date=None,
+        retirement_category="female55",
+    )
+    r.add(
+        "senior_cards.jsonl",
+        card_no="AH341600000003",
+        id_number=people.card_holder_no_photo,
+        card_type="B",
+        status="valid",
+        issued_on="2024-01-01",
+        expires_on="2029-01-01",
+        cancel_reason=None,
+        cancelled_on=None,
+    )
+    r.add(
+        "senior_cards.jsonl",
+        card_no="AH341600000004",
+        id_number=people.renewer_no_photo,
+        card_type="A",
+        status="valid",
+        issued_on="2021-12-01",
+        expires_on="2026-12-01",
+        cancel_reason=None,
+        cancelled_on=None,
     )
     r.add(
         "fund_accounts.jsonl",

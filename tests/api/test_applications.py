@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
@@ -283,3 +284,46 @@ def test_operations_endpoints(client: TestClient) -> None:
     assert (
         "miaopi_fact_cache_misses_total" in metrics and "miaopi_decision_seconds_bucket" in metrics
     )
+
+
+@pytest.mark.parametrize(
+    ("item", "who", "form", "code"),
+    [
+        ("housing-fund-rent-withdrawal", "fund_holder_unregistered", None, "PERSON_NOT_FOUND"),
+        (
+            "housing-fund-retirement-withdrawal",
+            "fund_holder_unregistered",
+            None,
+            "PERSON_NOT_FOUND",
+        ),
+        (
+            "senior-card-replacement",
+            "card_holder_no_photo",
+            {"mailing_address": "亳州市"},
+            "PHOTO_MISSING",
+        ),
+        ("senior-card-renewal", "renewer_no_photo", None, "PHOTO_MISSING"),
+    ],
+)
+def test_referrals_of_the_other_items(
+    client: TestClient,
+    people: People,
+    container: Container,
+    item: str,
+    who: str,
+    form: dict[str, str] | None,
+    code: str,
+) -> None:
+    applicant = getattr(people, who)
+    doc = apply(client, item, applicant, form)
+    assert doc["decision"] == "referred" and codes(doc) == [code]
+    assert doc["deadline"] == "2026-11-26" and doc["result"] == {}
+    issued = scalar(
+        container, "SELECT count(*) FROM fund_withdrawals WHERE id_number = :i", i=applicant
+    )
+    cards = scalar(
+        container,
+        "SELECT count(*) FROM senior_cards WHERE id_number = :i AND source = 'miaopi'",
+        i=applicant,
+    )
+    assert (issued, cards) == (0, 0)  # a referral issues nothing
