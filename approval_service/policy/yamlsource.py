@@ -70,7 +70,7 @@ class _Builder:
             return self.constructor.construct_object(node, deep=True)
         except ValueError:  # an impossible timestamp such as 2025-02-30
             raise PolicySyntaxError(
-                f"`{node.value}` is not a real date",
+                f"`{node.value}` is not a real calendar date",
                 Location(self.file, node.start_mark.line + 1, node.start_mark.column + 1),
                 "write dates as YYYY-MM-DD with a day that exists",
             ) from None

@@ -92,7 +92,7 @@ def test_good_policy_loads_with_typed_parameters() -> None:
             ("      2025-01-01: 81\n", "      2025-02-30: 81\n"),
             PolicySyntaxError,
             12,
-            "`2025-02-30` is not a real date",
+            "`2025-02-30` is not a real calendar date",
             "YYYY-MM-DD",
         ),
     ],
