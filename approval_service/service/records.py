@@ -80,10 +80,6 @@ policy_versions = Table(
 )
 
 
-def insert_application(conn: Connection, row: dict[str, Any]) -> None:
-    conn.execute(insert(applications).values(**row))
-
-
 def find_by_idempotency(conn: Connection, channel: str, key: str) -> dict[str, Any] | None:
     found = conn.execute(
         select(applications.c.request_hash, applications.c.document).where(
