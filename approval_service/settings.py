@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(default=None, description="Redis for the fact cache")
     redis_prefix: str = Field(default="miaopi:", description="prefix of every Redis key")
     api_keys: str = Field(default="", description="comma-separated channel:key pairs")
+    officer_channels: str = Field(
+        default="",
+        description="channels allowed to review, see statistics and read every application; "
+        "empty: every channel may",
+    )
     rules_dir: Path = Field(default=Path("rules"), description="folder of policy files")
     city_prefix: str = Field(default="3416", description="hukou region prefix of the city")
     province_prefix: str = Field(default="34", description="hukou region prefix of the province")
@@ -42,6 +47,11 @@ class Settings(BaseSettings):
         if not value.isdigit() or not 1 <= len(value) <= 6:
             raise ValueError("must be 1 to 6 digits, like 3416")
         return value
+
+    def officers(self) -> frozenset[str] | None:
+        """The officer channels, or None when every channel may act as one."""
+        names = frozenset(n.strip() for n in self.officer_channels.split(",") if n.strip())
+        return names or None
 
     def channel_keys(self) -> dict[str, str]:
         """``{key: channel}`` from ``MIAOPI_API_KEYS``; raises ValueError on a bad pair."""

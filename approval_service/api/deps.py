@@ -40,6 +40,26 @@ def get_channel(
     return channel
 
 
+def get_officer(request: Request, channel: Annotated[str, Depends(get_channel)]) -> str:
+    """The calling channel, which must be an officer channel when those are configured."""
+    officers: frozenset[str] | None = request.app.state.officers
+    if officers is not None and channel not in officers:
+        raise HTTPException(
+            status_code=403,
+            detail=f"channel {channel!r} may not review or see statistics "
+            "(officer channels are set in MIAOPI_OFFICER_CHANNELS)",
+        )
+    return channel
+
+
+def reader_scope(request: Request, channel: Annotated[str, Depends(get_channel)]) -> str | None:
+    """Whose applications the caller may read: its own channel's, or (officers) everyone's."""
+    officers: frozenset[str] | None = request.app.state.officers
+    return None if officers is None or channel in officers else channel
+
+
 ContainerDep = Annotated[Container, Depends(get_container)]
+OfficerDep = Annotated[str, Depends(get_officer)]
+ReaderScopeDep = Annotated[str | None, Depends(reader_scope)]
 ServiceDep = Annotated[ApplicationService, Depends(get_service)]
 ChannelDep = Annotated[str, Depends(get_channel)]

@@ -96,6 +96,7 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, error: StarletteHTTPException) -> JSON:
         codes = {
             401: "unauthorized",
+            403: "forbidden",
             404: "not_found",
             405: "method_not_allowed",
             409: "conflict",

@@ -37,6 +37,7 @@ def create_app(
         app.state.metrics = built.metrics
         app.state.service = ApplicationService(built)
         app.state.api_keys = api_keys if api_keys is not None else built.settings.channel_keys()
+        app.state.officers = built.settings.officers()
         try:
             yield
         finally:

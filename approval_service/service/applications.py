@@ -97,10 +97,13 @@ class ApplicationService:
             doc["deadline"] = deadline.isoformat()
         return doc
 
-    def get(self, application_id: str) -> dict[str, Any] | None:
+    def get(self, application_id: str, channel: str | None = None) -> dict[str, Any] | None:
+        """The application's document; with ``channel``, only if that channel made it."""
         with read_connection(self.c.engine) as conn:
             row = records.get_application(conn, application_id)
-        return None if row is None else self.present(row)
+        if row is None or (channel is not None and row["channel"] != channel):
+            return None
+        return self.present(row)
 
     def present(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """The stored document, with the supervision light as of now for open referrals."""

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, HTTPException
 from fastapi.concurrency import run_in_threadpool
 
-from approval_service.api.deps import ChannelDep, ServiceDep
+from approval_service.api.deps import ChannelDep, ReaderScopeDep, ServiceDep
 from approval_service.api.responses import JSON
 from approval_service.api.schemas import (
     ERRORS,
@@ -50,8 +50,8 @@ async def apply(
     responses=ERRORS,
     summary="An application as decided (with deadline and supervision light when referred)",
 )
-async def get_application(application_id: str, service: ServiceDep, channel: ChannelDep) -> Any:
-    document = await run_in_threadpool(service.get, application_id)
+async def get_application(application_id: str, service: ServiceDep, scope: ReaderScopeDep) -> Any:
+    document = await run_in_threadpool(service.get, application_id, scope)
     if document is None:
         raise HTTPException(status_code=404, detail=f"no application {application_id!r}")
     return JSON(document)

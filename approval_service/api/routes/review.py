@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
-from approval_service.api.deps import ChannelDep, ContainerDep, ServiceDep
+from approval_service.api.deps import ContainerDep, OfficerDep, ServiceDep
 from approval_service.api.responses import JSON
 from approval_service.api.schemas import ERRORS
 from approval_service.service.review import review, review_queue
@@ -33,7 +33,7 @@ class ReviewIn(BaseModel):
 
 
 @router.get("/review-queue", summary="Open referred cases, most urgent first", responses=ERRORS)
-async def queue(service: ServiceDep, channel: ChannelDep) -> Any:
+async def queue(service: ServiceDep, officer_channel: OfficerDep) -> Any:
     return JSON({"cases": await run_in_threadpool(review_queue, service)})
 
 
@@ -43,7 +43,7 @@ async def queue(service: ServiceDep, channel: ChannelDep) -> Any:
     responses={409: {"description": "already reviewed, or approval impossible now"}, **ERRORS},
 )
 async def officer_review(
-    application_id: str, body: ReviewIn, service: ServiceDep, channel: ChannelDep
+    application_id: str, body: ReviewIn, service: ServiceDep, officer_channel: OfficerDep
 ) -> Any:
     document = await run_in_threadpool(
         review,
@@ -61,7 +61,7 @@ async def officer_review(
 )
 async def stats(
     container: ContainerDep,
-    channel: ChannelDep,
+    officer_channel: OfficerDep,
     start: Annotated[date, Query(alias="from", description="first business date")],
     end: Annotated[date, Query(alias="to", description="last business date")],
     period: Annotated[Literal["day", "month"], Query()] = "day",
