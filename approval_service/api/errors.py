@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from approval_service import errors
 from approval_service.api.responses import JSON
 from approval_service.service.applications import IdempotencyMismatch
+from approval_service.service.explaining import UnknownApplication
+from approval_service.service.review import ReviewConflict
 
 RETRY_AFTER_SECONDS = "5"
 
@@ -33,9 +35,6 @@ def error_response(
 
 
 def _status_of(error: errors.MiaopiError) -> tuple[int, str]:
-    from approval_service.service.explaining import UnknownApplication
-    from approval_service.service.review import ReviewConflict
-
     if isinstance(error, UnknownApplication):
         return 404, "not_found"
     if isinstance(error, ReviewConflict):

@@ -12,6 +12,7 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from approval_service.engine.trace import trace_points
 from approval_service.errors import EvaluationError, FactsError
 from approval_service.policy import ast
 from approval_service.policy.functions import FUNCTIONS
@@ -156,8 +157,6 @@ def compute_result(policy: Policy, env: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def trace_entry(condition: Condition, outcome: str, env: Mapping[str, Any]) -> dict[str, Any]:
-    from approval_service.engine.trace import trace_points
-
     entry: dict[str, Any] = {
         "code": condition.code,
         "require": condition.require.source,

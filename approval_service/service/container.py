@@ -17,9 +17,10 @@ from approval_service.service.documents import dumps
 from approval_service.service.group_commit import GroupCommitter
 from approval_service.service.issuing import ACTIONS
 from approval_service.service.metrics import CountingCache, Metrics
+from approval_service.service.records import remember_policy
 from approval_service.service.workdays import WorkCalendar
 from approval_service.settings import Settings
-from data_lookups.database import ensure_schema, make_engine
+from data_lookups.database import ensure_schema, make_engine, write_transaction
 from data_lookups.fact_cache import CachedFactSource, FactCache, make_fact_cache
 from data_lookups.facts import SqlFactSource
 
@@ -110,9 +111,6 @@ class Container:
 
 def remember_policies(container: Container) -> None:
     """Keep the text of every loaded policy version, so old decisions can be replayed."""
-    from approval_service.service.records import remember_policy
-    from data_lookups.database import write_transaction
-
     now = container.clock.now()
     with write_transaction(container.engine) as conn:
         for policy in container.policies.policies.values():

@@ -14,6 +14,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from approval_service.engine.backends import BACKENDS
 from approval_service.errors import MiaopiError, RequestError
 from approval_service.policy.loader import load_policy_text
 from approval_service.policy.model import Policy
@@ -99,8 +100,6 @@ def replay(container: Container, application_id: str) -> dict[str, Any]:
         if row["item"] in container.policies.policies
         else None,
     )
-    from approval_service.engine.backends import BACKENDS
-
     then = BACKENDS["compiled"](then_policy).decide(
         decode_facts(then_policy, row["facts"]), row["business_date"], row["form"], trace=True
     )
