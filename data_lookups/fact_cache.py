@@ -40,9 +40,11 @@ A cold burst for one person sends one gather to the database per process
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import Future
@@ -50,6 +52,7 @@ from typing import Any, Protocol
 
 import orjson
 import redis
+import redis.asyncio as aioredis
 from sqlalchemy import Engine
 
 from data_lookups.facts import (
@@ -66,12 +69,23 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TTL_SECONDS = 3600
 
+#: a cached bundle and the stamp it was read at
+Entry = tuple[Stamp, Facts]
+
 
 class FactCache(Protocol):
     """Where fact bundles are kept, keyed by ID number and validated by stamp."""
 
     def get(self, id_number: str, stamp: Stamp) -> Facts | None:
         """The bundle stored for the person if it was read at ``stamp``, else None."""
+        ...
+
+    def peek(self, id_number: str) -> Entry | None:
+        """Whatever bundle is stored for the person, with its stamp (the caller validates it)."""
+        ...
+
+    async def apeek(self, id_number: str) -> Entry | None:
+        """:meth:`peek` for the event loop (Redis is read without blocking it)."""
         ...
 
     def put(self, id_number: str, stamp: Stamp, bundle: Facts) -> None: ...
@@ -97,6 +111,13 @@ class MemoryFactCache:
             self._entries.move_to_end(id_number)
             return entry[1]
 
+    def peek(self, id_number: str) -> Entry | None:
+        with self._lock:
+            return self._entries.get(id_number)
+
+    async def apeek(self, id_number: str) -> Entry | None:
+        return self.peek(id_number)
+
     def put(self, id_number: str, stamp: Stamp, bundle: Facts) -> None:
         with self._lock:
             current = self._entries.get(id_number)
@@ -118,12 +139,14 @@ def _encode_bundle(stamp: Stamp, bundle: Facts) -> bytes:
     return orjson.dumps({"s": list(stamp), "f": facts})
 
 
-def _decode_bundle(payload: bytes, stamp: Stamp) -> Facts | None:
+def _decode_entry(payload: bytes | str, stamp: Stamp | None = None) -> Entry | None:
+    """The stored entry; None if unreadable or (with ``stamp``) read at another stamp."""
     try:
         data = orjson.loads(payload)
-        if tuple(data["s"]) != tuple(stamp):
+        stored = Stamp(*data["s"])
+        if stamp is not None and stored != stamp:
             return None
-        return {name: decode_fact(name, raw) for name, raw in data["f"].items()}
+        return stored, {name: decode_fact(name, raw) for name, raw in data["f"].items()}
     except (ValueError, KeyError, TypeError, AttributeError):
         log.warning("fact cache: unreadable entry ignored")  # written by another version?
         return None
@@ -146,9 +169,16 @@ class RedisFactCache:
         retry_after: float = 1.0,
         timeout: float = 0.5,
     ) -> None:
-        self._client = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=0
-        )
+        self._url = url
+        self._options: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "health_check_interval": 0,
+        }
+        self._client = redis.Redis.from_url(url, **self._options)
+        self._async_clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, aioredis.Redis
+        ] = weakref.WeakKeyDictionary()
         self._prefix = prefix
         self._ttl = ttl_seconds
         self._retry_after = retry_after
@@ -193,7 +223,32 @@ class RedisFactCache:
 
     def get(self, id_number: str, stamp: Stamp) -> Facts | None:
         payload = self._call("get", self._key(id_number))
-        return None if payload is None else _decode_bundle(payload, stamp)
+        entry = None if payload is None else _decode_entry(payload, stamp)
+        return None if entry is None else entry[1]
+
+    def peek(self, id_number: str) -> Entry | None:
+        payload = self._call("get", self._key(id_number))
+        return None if payload is None else _decode_entry(payload)
+
+    async def apeek(self, id_number: str) -> Entry | None:
+        if not self.available:
+            return None
+        try:
+            payload = await self._async_client().get(self._key(id_number))
+        except (redis.RedisError, OSError) as error:
+            self._failed(error)
+            return None
+        self._succeeded()
+        return None if payload is None else _decode_entry(payload)
+
+    def _async_client(self) -> aioredis.Redis:
+        """One asyncio client per event loop (its connections belong to the loop)."""
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = aioredis.Redis.from_url(self._url, **self._options)
+            self._async_clients[loop] = client
+        return client
 
     def put(self, id_number: str, stamp: Stamp, bundle: Facts) -> None:
         self._call("set", self._key(id_number), _encode_bundle(stamp, bundle), ex=self._ttl)
@@ -225,6 +280,22 @@ class TieredFactCache:
             if bundle is not None:
                 self.near.put(id_number, stamp, bundle)
         return bundle
+
+    def peek(self, id_number: str) -> Entry | None:
+        entry = self.near.peek(id_number)
+        if entry is None:
+            entry = self.far.peek(id_number)
+            if entry is not None:
+                self.near.put(id_number, *entry)
+        return entry
+
+    async def apeek(self, id_number: str) -> Entry | None:
+        entry = self.near.peek(id_number)
+        if entry is None:
+            entry = await self.far.apeek(id_number)
+            if entry is not None:
+                self.near.put(id_number, *entry)
+        return entry
 
     def put(self, id_number: str, stamp: Stamp, bundle: Facts) -> None:
         self.near.put(id_number, stamp, bundle)
@@ -277,7 +348,7 @@ class CachedFactSource:
     def __init__(self, inner: SqlFactSource, cache: FactCache) -> None:
         self._inner = inner
         self.cache = cache
-        self._flights: dict[tuple[str, Stamp], Future[Facts]] = {}
+        self._flights: dict[tuple[str, Stamp | None], Future[Entry]] = {}
         self._flights_lock = threading.Lock()
 
     def gather(self, id_number: str, names: frozenset[str]) -> Facts:
@@ -285,13 +356,35 @@ class CachedFactSource:
         stamp = self._inner.stamp(id_number)
         bundle = self.cache.get(id_number, stamp)
         if bundle is None:
-            bundle = self._load(id_number, stamp)
+            bundle = self._load(id_number, stamp)[1]
         return {name: _copy(bundle[name]) for name in names}
+
+    def gather_unchecked(self, id_number: str, names: frozenset[str]) -> tuple[Stamp, Facts]:
+        """The facts as cached, with the stamp they were read at, without reading the stamp.
+
+        The caller must compare that stamp with the person's current one before the
+        facts count (the decision writer does it for a whole group in one statement,
+        inside the transaction that records the decisions). On a miss the bundle is
+        gathered from the database and cached.
+        """
+        names = check_names(names)
+        entry = self.cache.peek(id_number)
+        if entry is None:
+            entry = self._load(id_number, None)
+        return entry[0], {name: _copy(entry[1][name]) for name in names}
+
+    async def agather_unchecked(self, id_number: str, names: frozenset[str]) -> tuple[Stamp, Facts]:
+        """:meth:`gather_unchecked` on the event loop: Redis read without blocking it."""
+        names = check_names(names)
+        entry = await self.cache.apeek(id_number)
+        if entry is None:
+            entry = await asyncio.to_thread(self._load, id_number, None)
+        return entry[0], {name: _copy(entry[1][name]) for name in names}
 
     def invalidate(self, id_numbers: Iterable[str]) -> None:
         self.cache.invalidate(id_numbers)
 
-    def _load(self, id_number: str, stamp: Stamp) -> Facts:
+    def _load(self, id_number: str, stamp: Stamp | None) -> Entry:
         """Gather once per (person, stamp) in this process, however many threads ask."""
         key = (id_number, stamp)
         with self._flights_lock:
@@ -303,10 +396,10 @@ class CachedFactSource:
         if not leader:
             return flight.result()
         try:
-            read_stamp, bundle = self._inner.gather_stamped(id_number, ALL_FACTS)
-            self.cache.put(id_number, read_stamp, bundle)
-            flight.set_result(bundle)
-            return bundle
+            entry = self._inner.gather_stamped(id_number, ALL_FACTS)
+            self.cache.put(id_number, *entry)
+            flight.set_result(entry)
+            return entry
         except BaseException as error:
             flight.set_exception(error)
             raise

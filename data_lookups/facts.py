@@ -28,7 +28,7 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 import psycopg
-from sqlalchemy import Connection, Engine, exc, text
+from sqlalchemy import Connection, Engine, bindparam, exc, text
 
 from approval_service.errors import FactsError, RegistryUnavailable
 from data_lookups.catalogue import FACTS
@@ -78,6 +78,11 @@ _STAMP_SQL = (
     "(SELECT version FROM fact_versions WHERE id_number = :id)"
 )
 _PG_STAMP_SQL = _STAMP_SQL.replace(":id", "%(id)s")
+# the epoch under a key no ID number can have, then every listed person's version
+_STAMPS_SQL = text(
+    "SELECT '', epoch FROM registry_state WHERE id = 1 "
+    "UNION ALL SELECT id_number, version FROM fact_versions WHERE id_number IN :ids"
+).bindparams(bindparam("ids", expanding=True))
 _UNAVAILABLE = "the registry database cannot be reached; retry later"
 
 
@@ -204,6 +209,15 @@ class SqlFactSource:
                 row = tuple(conn.execute(text(_STAMP_SQL), {"id": id_number}).one())
                 conn.rollback()
         return Stamp(int(row[0]), int(row[1] or 0))
+
+    def stamps_in(self, conn: Connection, id_numbers: Iterable[str]) -> dict[str, Stamp]:
+        """The current :class:`Stamp` of each person, read on ``conn`` in one statement."""
+        ids = sorted(set(id_numbers))
+        with unavailable_as_registry_error():
+            rows = conn.execute(_STAMPS_SQL, {"ids": ids}).all()
+        versions = {str(key): int(value) for key, value in rows}
+        epoch = versions.pop("")
+        return {i: Stamp(epoch, versions.get(i, 0)) for i in ids}
 
     def gather_stamped(self, id_number: str, names: frozenset[str]) -> tuple[Stamp, Facts]:
         """The facts asked for and the stamp they were read at, from one snapshot."""

@@ -13,14 +13,15 @@ issuance and record commit together or not at all.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import Connection, Table, exc, insert, text
@@ -28,19 +29,22 @@ from sqlalchemy import Connection, Table, exc, insert, text
 from approval_service.engine.backends import Decider
 from approval_service.errors import RequestError
 from approval_service.service import notifications, records
-from approval_service.service.container import Container
 from approval_service.service.documents import application_document, project_facts
 from approval_service.service.issuing import ACTIONS, IssueContext
 from approval_service.service.requests import Application, validate_application
-from data_lookups.database import is_postgres, read_connection, write_transaction
+from data_lookups.database import is_postgres, read_connection
+from data_lookups.facts import Facts, Stamp
 from data_lookups.id_numbers import mask_id
+
+if TYPE_CHECKING:  # the container builds the group committer around this service
+    from approval_service.service.container import Container
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class _Pending:
-    """One application between deciding and recording."""
+    """One application between deciding (on cached facts) and recording."""
 
     channel: str
     idempotency_key: str | None
@@ -51,6 +55,20 @@ class _Pending:
     now: datetime
     started: float
     timings: dict[str, float]
+    stamp: Stamp  # the registry state the facts were read at
+    facts: Facts
+    decision: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What recording one application came to."""
+
+    document: dict[str, Any]
+    created: bool  # False: the answer to an earlier request with the same Idempotency-Key
+    decision: str
+    issued: bool
+    redecided: bool  # the cached facts were older than the registry: decided again
 
 
 class IdempotencyMismatch(RequestError):
@@ -126,94 +144,178 @@ class ApplicationService:
     ) -> tuple[dict[str, Any], bool]:
         """Decide, issue and record one application. Returns (document, newly created)."""
         decider, app = self._prepare(item, applicant_id, form)
-        digest = request_hash(app) if idempotency_key is not None else None
+        started = time.perf_counter()
+        stamp, facts = self.c.facts.gather_unchecked(app.applicant_id, decider.policy.fact_names)
+        pending = self._decide(channel, decider, app, idempotency_key, started, stamp, facts)
+        try:
+            outcome = self.c.committer.write(pending)
+        except exc.IntegrityError:
+            earlier = self._raced_replay(pending)
+            if earlier is None:
+                raise
+            return earlier, False
+        return self._finish(pending, outcome)
+
+    async def apply_async(
+        self,
+        channel: str,
+        item: str,
+        applicant_id: str,
+        form: Mapping[str, Any] | None,
+        idempotency_key: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """:meth:`apply` on the event loop: the cache read and the commit wait don't block it."""
+        decider, app = self._prepare(item, applicant_id, form)
+        started = time.perf_counter()
+        stamp, facts = await self.c.facts.agather_unchecked(
+            app.applicant_id, decider.policy.fact_names
+        )
+        pending = self._decide(channel, decider, app, idempotency_key, started, stamp, facts)
+        try:
+            outcome = await asyncio.wrap_future(self.c.committer.submit(pending))
+        except exc.IntegrityError:
+            earlier = await asyncio.to_thread(self._raced_replay, pending)
+            if earlier is None:
+                raise
+            return earlier, False
+        return self._finish(pending, outcome)
+
+    def _decide(
+        self,
+        channel: str,
+        decider: Decider,
+        app: Application,
+        idempotency_key: str | None,
+        started: float,
+        stamp: Stamp,
+        facts: Facts,
+    ) -> _Pending:
         # A repeated Idempotency-Key is answered from the first record without a read up
         # front: its insert violates the key's unique constraint (or, when it would issue,
         # the replay check under the person's lock finds the first), and the first
         # response is returned. Nothing is issued twice either way.
-        started = time.perf_counter()
-        now = self.c.clock.now()
-        policy = decider.policy
-        facts = self.c.facts.gather(app.applicant_id, policy.fact_names)
         gathered = time.perf_counter()
+        now = self.c.clock.now()
         decision = decider.decide(facts, now.date(), app.form, trace=True)
         timings = {
             "gather_ms": (gathered - started) * 1e3,
             "decide_ms": (time.perf_counter() - gathered) * 1e3,
         }
-        pending = _Pending(
-            channel,
-            idempotency_key,
-            digest,
-            new_application_id(),
-            app,
-            decider,
-            now,
-            started,
-            timings,
+        return _Pending(
+            channel=channel,
+            idempotency_key=idempotency_key,
+            digest=request_hash(app) if idempotency_key is not None else None,
+            application_id=new_application_id(),
+            app=app,
+            decider=decider,
+            now=now,
+            started=started,
+            timings=timings,
+            stamp=stamp,
+            facts=facts,
+            decision=decision,
         )
-        issuing = decision["decision"] == "approved" and policy.issue is not None
-        try:
-            if issuing:
-                replayed, doc, decision = self._issue(pending)
-                if replayed is not None:
-                    return replayed, False
-            else:
-                doc, rows = self._rows(pending, decision, facts, {})
-                self.c.committer.write(rows)
-        except exc.IntegrityError:
-            if idempotency_key is None:
-                raise
-            with read_connection(self.c.engine) as conn:
-                earlier = self._replay(conn, channel, idempotency_key, digest or "")
-            if earlier is None:
-                raise
+
+    def _raced_replay(self, p: _Pending) -> dict[str, Any] | None:
+        """The first response, when this request's key lost a race with its twin."""
+        if p.idempotency_key is None:
+            return None
+        with read_connection(self.c.engine) as conn:
+            earlier = self._replay(conn, p.channel, p.idempotency_key, p.digest or "")
+        if earlier is not None:
             log.info("an idempotent retry raced the first request; returning the first response")
-            return earlier, False
-        if issuing and decision["decision"] == "approved":
-            self.c.facts.invalidate([app.applicant_id])
+        return earlier
+
+    def _finish(self, p: _Pending, outcome: _Outcome) -> tuple[dict[str, Any], bool]:
+        if not outcome.created:
+            return outcome.document, False
+        item = p.decider.policy.item
+        if outcome.issued:
             self.c.metrics.issued.labels(item).inc()
-        self.c.metrics.decisions.labels(item, decision["decision"], "apply").inc()
-        self.c.metrics.latency.labels(item).observe(time.perf_counter() - started)
+        self.c.metrics.decisions.labels(item, outcome.decision, "apply").inc()
+        self.c.metrics.latency.labels(item).observe(time.perf_counter() - p.started)
         log.info(
             "application %s %s for %s: %s",
-            pending.application_id,
+            p.application_id,
             item,
-            mask_id(app.applicant_id),
-            decision["decision"],
+            mask_id(p.app.applicant_id),
+            outcome.decision,
         )
-        return doc, True
+        return outcome.document, True
 
-    def _issue(self, p: _Pending) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Any]]:
-        """The locked path: decide again on fresh facts, issue, record, in one transaction.
+    # recording (in the group-commit writer) ---------------------------------
+    def record_group(self, conn: Connection, group: Sequence[_Pending]) -> list[_Outcome]:
+        """Check, issue and record a group of applications in the caller's transaction.
 
-        Returns (earlier response for a repeated key or None, document, final decision).
+        The people are locked (PostgreSQL), then their current stamps read in one
+        statement. An application whose facts came from the cache at that stamp keeps
+        its decision; otherwise (the cache was behind, or an earlier application of
+        this group issued to the same person) it is decided again on facts read here.
+        Approvals that issue do so now, under the lock, and every decision record and
+        notification is inserted with one statement per table.
         """
-        policy = p.decider.policy
-        with write_transaction(self.c.engine) as conn:
-            self.lock_person(conn, p.app.applicant_id)
-            if p.idempotency_key is not None:
-                earlier = self._replay(conn, p.channel, p.idempotency_key, p.digest or "")
-                if earlier is not None:
-                    return earlier, earlier, {}
-            facts = self.c.sql_facts.gather_in(conn, p.app.applicant_id, policy.fact_names)
-            decision = p.decider.decide(facts, p.now.date(), p.app.form, trace=True)
-            extra: dict[str, Any] = {}
-            if decision["decision"] == "approved" and policy.issue is not None:
-                extra = ACTIONS[policy.issue](
-                    IssueContext(
-                        conn,
-                        p.application_id,
-                        p.app.applicant_id,
-                        p.now.date(),
-                        decision["result"],
-                        facts,
-                    )
-                )
-            doc, rows = self._rows(p, decision, facts, extra)
+        people = [p.app.applicant_id for p in group]
+        self.lock_people(conn, people)
+        stamps = self.c.sql_facts.stamps_in(conn, people)
+        changed: set[str] = set()  # people this group has issued to
+        outcomes: list[_Outcome] = []
+        by_table: dict[Table, list[dict[str, Any]]] = {}
+        for p in group:
+            outcome, rows = self._record_one(conn, p, stamps, changed)
+            outcomes.append(outcome)
             for table, row in rows:
-                conn.execute(insert(table), [row])
-        return None, doc, decision
+                by_table.setdefault(table, []).append(row)
+        for table, table_rows in by_table.items():
+            conn.execute(insert(table), table_rows)
+        return outcomes
+
+    def after_commit(self, group: Sequence[_Pending], outcomes: Sequence[_Outcome]) -> None:
+        """Drop cache entries the group made old (an early free; stamps keep reads right)."""
+        old = [
+            p.app.applicant_id
+            for p, o in zip(group, outcomes, strict=True)
+            if o.issued or o.redecided
+        ]
+        if old:
+            self.c.facts.invalidate(old)
+
+    def _record_one(
+        self, conn: Connection, p: _Pending, stamps: Mapping[str, Stamp], changed: set[str]
+    ) -> tuple[_Outcome, list[tuple[Table, dict[str, Any]]]]:
+        policy = p.decider.policy
+        person = p.app.applicant_id
+        if p.idempotency_key is not None and policy.issue is not None:
+            earlier = self._replay(conn, p.channel, p.idempotency_key, p.digest or "")
+            if earlier is not None:
+                return _Outcome(earlier, False, "", False, False), []
+        facts, decision = p.facts, p.decision
+        redecided = stamps[person] != p.stamp or person in changed
+        if redecided:
+            facts = self.c.sql_facts.gather_in(conn, person, policy.fact_names)
+            decision = p.decider.decide(facts, p.now.date(), p.app.form, trace=True)
+        extra: dict[str, Any] = {}
+        issued = decision["decision"] == "approved" and policy.issue is not None
+        if issued:
+            assert policy.issue is not None
+            extra = ACTIONS[policy.issue](
+                IssueContext(
+                    conn, p.application_id, person, p.now.date(), decision["result"], facts
+                )
+            )
+            changed.add(person)
+        doc, rows = self._rows(p, decision, facts, extra)
+        return _Outcome(doc, True, decision["decision"], issued, redecided), rows
+
+    def lock_people(self, conn: Connection, applicant_ids: Sequence[str]) -> None:
+        """Take every person's lock for the transaction, in one order (no deadlock)."""
+        if is_postgres(conn):
+            conn.execute(
+                text(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(id, 0)) "
+                    "FROM unnest(CAST(:ids AS text[])) AS id"
+                ),
+                {"ids": sorted(set(applicant_ids))},
+            )
 
     def lock_person(self, conn: Connection, applicant_id: str) -> None:
         if is_postgres(conn):

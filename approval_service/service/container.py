@@ -12,6 +12,7 @@ from approval_service.authoring.lint import check_catalogue
 from approval_service.engine.backends import PolicySet
 from approval_service.errors import Location, PolicyDefinitionError, PolicyError, PolicyFolderError
 from approval_service.policy.model import Policy
+from approval_service.service.applications import ApplicationService
 from approval_service.service.clock import Clock
 from approval_service.service.documents import dumps
 from approval_service.service.group_commit import GroupCommitter
@@ -67,10 +68,13 @@ class Container:
     clock: Clock
     calendar: WorkCalendar
     metrics: Metrics = field(default_factory=Metrics)
-    committer: GroupCommitter = field(init=False)
+    committer: GroupCommitter[Any, Any] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.committer = GroupCommitter(self.engine)
+        recorder = ApplicationService(self)
+        self.committer = GroupCommitter(
+            self.engine, recorder.record_group, after_commit=recorder.after_commit
+        )
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock | None = None) -> Container:

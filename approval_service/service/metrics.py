@@ -59,5 +59,15 @@ class CountingCache:
         (self.misses if found is None else self.hits).inc()
         return found
 
+    def peek(self, id_number: str) -> object:
+        found = self._inner.peek(id_number)  # type: ignore[attr-defined]
+        (self.misses if found is None else self.hits).inc()
+        return found
+
+    async def apeek(self, id_number: str) -> object:
+        found = await self._inner.apeek(id_number)  # type: ignore[attr-defined]
+        (self.misses if found is None else self.hits).inc()
+        return found
+
     def __getattr__(self, name: str) -> object:
         return getattr(self._inner, name)

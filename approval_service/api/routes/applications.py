@@ -38,8 +38,8 @@ async def apply(
     channel: ChannelDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)] = None,
 ) -> Any:
-    document, created = await run_in_threadpool(
-        service.apply, channel, payload.item, payload.applicant_id, payload.form, idempotency_key
+    document, created = await service.apply_async(
+        channel, payload.item, payload.applicant_id, payload.form, idempotency_key
     )
     return JSON(document, status_code=201 if created else 200)
 
