@@ -11,26 +11,30 @@ from approval_service.service.applications import ApplicationService
 from approval_service.service.container import Container
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
 
 
-def get_service(request: Request) -> ApplicationService:
+async def get_service(request: Request) -> ApplicationService:
     service: ApplicationService = request.app.state.service
     return service
 
 
-def get_channel(
-    request: Request, x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None
-) -> str:
-    """The calling channel, from its API key; compared in constant time against every key."""
-    keys: dict[str, str] = request.app.state.api_keys
+def channel_of(keys: dict[str, str], presented: bytes) -> str | None:
+    """The channel whose key was presented; compared in constant time against every key."""
     channel = None
-    presented = (x_api_key or "").encode()
     for key, name in keys.items():
         if hmac.compare_digest(presented, key.encode()):
             channel = name
+    return channel
+
+
+async def get_channel(
+    request: Request, x_api_key: Annotated[str | None, Header(alias="X-API-Key")] = None
+) -> str:
+    """The calling channel, from its API key; compared in constant time against every key."""
+    channel = channel_of(request.app.state.api_keys, (x_api_key or "").encode())
     if channel is None:
         raise HTTPException(
             status_code=401,
@@ -40,7 +44,7 @@ def get_channel(
     return channel
 
 
-def get_officer(request: Request, channel: Annotated[str, Depends(get_channel)]) -> str:
+async def get_officer(request: Request, channel: Annotated[str, Depends(get_channel)]) -> str:
     """The calling channel, which must be an officer channel when those are configured."""
     officers: frozenset[str] | None = request.app.state.officers
     if officers is not None and channel not in officers:
@@ -52,7 +56,9 @@ def get_officer(request: Request, channel: Annotated[str, Depends(get_channel)])
     return channel
 
 
-def reader_scope(request: Request, channel: Annotated[str, Depends(get_channel)]) -> str | None:
+async def reader_scope(
+    request: Request, channel: Annotated[str, Depends(get_channel)]
+) -> str | None:
     """Whose applications the caller may read: its own channel's, or (officers) everyone's."""
     officers: frozenset[str] | None = request.app.state.officers
     return None if officers is None or channel in officers else channel

@@ -6,6 +6,7 @@ to status codes. Nothing here issues or changes anything.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,6 +17,7 @@ from approval_service import errors
 from approval_service.api.responses import JSON
 from approval_service.service.applications import IdempotencyMismatch
 from approval_service.service.explaining import UnknownApplication
+from approval_service.service.metrics import Metrics
 from approval_service.service.review import ReviewConflict
 
 RETRY_AFTER_SECONDS = "5"
@@ -61,35 +63,43 @@ def _field(location: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
+def miaopi_error_response(error: errors.MiaopiError, metrics: Metrics | None) -> JSON:
+    """The response for an error of the service's own tree."""
+    status, code = _status_of(error)
+    headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
+    field = getattr(error, "field", None)
+    message = str(error) if status != 500 else "internal error; the request changed nothing"
+    if metrics is not None:
+        metrics.errors.labels(code).inc()
+    return error_response(status, code, message, field, headers)
+
+
+def invalid_request_response(problems: Sequence[Any]) -> JSON:
+    """The response for a body (or header) that fails validation: its first problem."""
+    first = problems[0] if problems else {"loc": (), "msg": "invalid request", "type": ""}
+    if first.get("type") == "json_invalid":
+        return error_response(
+            422, "malformed_json", f"the body is not valid JSON: {first.get('msg')}"
+        )
+    field = _field(tuple(first.get("loc", ())))
+    kind = first.get("type")
+    if kind == "extra_forbidden":
+        message = f"unknown field `{field}`; the body takes item, applicant_id and form"
+    elif kind == "missing":
+        message = f"`{field}` is required"
+    else:
+        message = f"`{field}`: {first.get('msg')}"
+    return error_response(422, "invalid_request", message, field or None)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(errors.MiaopiError)
     async def miaopi_error(request: Request, error: errors.MiaopiError) -> JSON:
-        status, code = _status_of(error)
-        headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
-        field = getattr(error, "field", None)
-        message = str(error) if status != 500 else "internal error; the request changed nothing"
-        metrics = getattr(request.app.state, "metrics", None)
-        if metrics is not None:
-            metrics.errors.labels(code).inc()
-        return error_response(status, code, message, field, headers)
+        return miaopi_error_response(error, getattr(request.app.state, "metrics", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_body(request: Request, error: RequestValidationError) -> JSON:
-        problems = error.errors()
-        first = problems[0] if problems else {"loc": (), "msg": "invalid request", "type": ""}
-        if first.get("type") == "json_invalid":
-            return error_response(
-                422, "malformed_json", f"the body is not valid JSON: {first.get('msg')}"
-            )
-        field = _field(tuple(first.get("loc", ())))
-        kind = first.get("type")
-        if kind == "extra_forbidden":
-            message = f"unknown field `{field}`; the body takes item, applicant_id and form"
-        elif kind == "missing":
-            message = f"`{field}` is required"
-        else:
-            message = f"`{field}`: {first.get('msg')}"
-        return error_response(422, "invalid_request", message, field or None)
+        return invalid_request_response(error.errors())
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSON:

@@ -42,23 +42,28 @@ class BodyLimit:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body = orjson.dumps(
-            {
-                "error": {
-                    "code": "body_too_large",
-                    "message": f"the request body is over {self.limit // 1024} KiB; "
-                    "send only item, applicant_id and form",
-                }
+        await refuse_body(send, self.limit)
+
+
+async def refuse_body(send: Send, limit: int = MAX_BODY_BYTES) -> None:
+    """Answer 413 with the contract's error body."""
+    body = orjson.dumps(
+        {
+            "error": {
+                "code": "body_too_large",
+                "message": f"the request body is over {limit // 1024} KiB; "
+                "send only item, applicant_id and form",
             }
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        }
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -2,7 +2,9 @@
 
 ``create_app()`` builds the settings at start-up (not at import), so
 ``uvicorn --factory approval_service.api.main:create_app`` works with several
-workers, and tests pass their own container.
+workers, and tests pass their own container. ``POST /v1/applications`` is
+served by a lean ASGI lane in front of FastAPI (:mod:`approval_service.api.fast_lane`);
+FastAPI serves every other route and documents them all.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from approval_service.api import errors
+from approval_service.api.fast_lane import FastLane
 from approval_service.api.limits import BodyLimit
 from approval_service.api.responses import JSON
 from approval_service.api.routes import api_router
@@ -29,7 +32,9 @@ Every `/v1` call needs an `X-API-Key` header. Errors are JSON:
 
 def create_app(
     container: Container | None = None, api_keys: dict[str, str] | None = None
-) -> FastAPI:
+) -> FastLane:
+    """The FastAPI application behind the lean lane for ``POST /v1/applications``."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         built = container or Container.build(Settings())
@@ -54,4 +59,4 @@ def create_app(
     errors.install(app)
     app.include_router(api_router)
     app.add_middleware(BodyLimit)
-    return app
+    return FastLane(app)

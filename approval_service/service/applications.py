@@ -24,11 +24,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import Connection, Table, exc, insert, text
+from sqlalchemy import Connection, Table, exc, text
 
 from approval_service.engine.backends import Decider
 from approval_service.errors import RequestError
-from approval_service.service import notifications, records
+from approval_service.service import group_store, notifications, records
 from approval_service.service.documents import application_document, project_facts
 from approval_service.service.issuing import ACTIONS, IssueContext
 from approval_service.service.requests import Application, validate_application
@@ -255,18 +255,33 @@ class ApplicationService:
         notification is inserted with one statement per table.
         """
         people = [p.app.applicant_id for p in group]
-        self.lock_people(conn, people)
+        group_store.lock_people(conn, people)
         stamps = self.c.sql_facts.stamps_in(conn, people)
+        keyed = [(p.channel, p.idempotency_key) for p in group if p.idempotency_key is not None]
+        earlier = group_store.earlier_answers(conn, keyed)
         changed: set[str] = set()  # people this group has issued to
         outcomes: list[_Outcome] = []
         by_table: dict[Table, list[dict[str, Any]]] = {}
         for p in group:
+            key = None if p.idempotency_key is None else (p.channel, p.idempotency_key)
+            if key is not None and key in earlier:  # a repeat: the first answer, nothing new
+                digest, document = earlier[key]
+                if digest != p.digest:
+                    raise IdempotencyMismatch(
+                        "this Idempotency-Key was already used for a different request; "
+                        "use a new key for a new application",
+                        field="Idempotency-Key",
+                    )
+                outcomes.append(_Outcome(document, False, "", False, False))
+                continue
             outcome, rows = self._record_one(conn, p, stamps, changed)
             outcomes.append(outcome)
+            if key is not None:  # its twin later in this group gets the same answer
+                earlier[key] = (p.digest, outcome.document)
             for table, row in rows:
                 by_table.setdefault(table, []).append(row)
         for table, table_rows in by_table.items():
-            conn.execute(insert(table), table_rows)
+            group_store.insert_rows(conn, table, table_rows)
         return outcomes
 
     def after_commit(self, group: Sequence[_Pending], outcomes: Sequence[_Outcome]) -> None:
@@ -284,10 +299,6 @@ class ApplicationService:
     ) -> tuple[_Outcome, list[tuple[Table, dict[str, Any]]]]:
         policy = p.decider.policy
         person = p.app.applicant_id
-        if p.idempotency_key is not None and policy.issue is not None:
-            earlier = self._replay(conn, p.channel, p.idempotency_key, p.digest or "")
-            if earlier is not None:
-                return _Outcome(earlier, False, "", False, False), []
         facts, decision = p.facts, p.decision
         redecided = stamps[person] != p.stamp or person in changed
         if redecided:
@@ -305,17 +316,6 @@ class ApplicationService:
             changed.add(person)
         doc, rows = self._rows(p, decision, facts, extra)
         return _Outcome(doc, True, decision["decision"], issued, redecided), rows
-
-    def lock_people(self, conn: Connection, applicant_ids: Sequence[str]) -> None:
-        """Take every person's lock for the transaction, in one order (no deadlock)."""
-        if is_postgres(conn):
-            conn.execute(
-                text(
-                    "SELECT pg_advisory_xact_lock(hashtextextended(id, 0)) "
-                    "FROM unnest(CAST(:ids AS text[])) AS id"
-                ),
-                {"ids": sorted(set(applicant_ids))},
-            )
 
     def lock_person(self, conn: Connection, applicant_id: str) -> None:
         if is_postgres(conn):
