@@ -1,4 +1,4 @@
-"""``miaopi data``: import base-registry files, generate a synthetic registry.
+"""``miaopi data``: import base-registry files, generate a synthetic registry, warm the cache.
 
 Registered by the main CLI as ``miaopi data``; both commands read
 ``MIAOPI_DATABASE_URL`` (``import``) through the settings object and create or
@@ -19,12 +19,15 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColum
 
 from approval_service.errors import MiaopiError, RegistryUnavailable
 from approval_service.settings import Settings
+from data_lookups.cache_warming import registry_ids, warm
 from data_lookups.database import ensure_schema, make_engine
+from data_lookups.fact_cache import RedisFactCache
 from data_lookups.importer import import_directory
 from data_lookups.synthetic import generate_registry
 
 app = typer.Typer(
-    help="Base registries: import files, generate synthetic data.", no_args_is_help=True
+    help="Base registries: import files, generate synthetic data, warm the fact cache.",
+    no_args_is_help=True,
 )
 _err = Console(stderr=True)
 
@@ -114,3 +117,38 @@ def generate_command(
     for name, rows in summary.rows.items():
         _err.print(f"{name}.jsonl: {rows} lines")
     _err.print(f"written to {directory} in {elapsed:.1f} s (seed {seed}, as of {business_date})")
+
+
+@app.command("warm")
+def warm_command(
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="only the first N residents by ID")
+    ] = None,
+) -> None:
+    """Load every resident's facts into the Redis fact cache (MIAOPI_REDIS_URL)."""
+    settings = Settings()
+    if not settings.redis_url:
+        _err.print(
+            "[red]error:[/red] MIAOPI_REDIS_URL is not set: there is no shared cache to warm"
+        )
+        raise typer.Exit(2)
+    engine = make_engine(settings.database_url)
+    cache = RedisFactCache(settings.redis_url, prefix=settings.redis_prefix)
+    started = time.perf_counter()
+    try:
+        ensure_schema(engine)
+        ids = registry_ids(engine, limit)
+        with Progress(
+            TextColumn("warming"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(), console=_err, transient=True,
+        ) as bar:  # fmt: skip
+            task = bar.add_task("warm", total=len(ids))
+            written = warm(engine, cache, ids, progress=lambda n: bar.advance(task, n))
+    except MiaopiError as error:
+        _err.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(1) from error
+    finally:
+        cache.close()
+        engine.dispose()
+    elapsed = time.perf_counter() - started
+    _err.print(f"warmed {written} residents' facts in {elapsed:.1f} s ({written / elapsed:.0f}/s)")
