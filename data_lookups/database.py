@@ -118,9 +118,14 @@ def read_connection(engine: Engine) -> Iterator[Connection]:
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A connection in a write transaction (SQLite: ``BEGIN IMMEDIATE``), committed on exit."""
     with unavailable_as_registry_error(), engine.connect() as conn:
-        conn = conn.execution_options(**{_WRITE_OPTION: True})
+        conn = conn.execution_options(**write_options())
         with conn.begin():
             yield conn
+
+
+def write_options() -> dict[str, Any]:
+    """Execution options that make a connection's transactions writers (SQLite: IMMEDIATE)."""
+    return {_WRITE_OPTION: True}
 
 
 def _alembic_config(conn: Connection) -> Config:

@@ -65,6 +65,7 @@ from data_lookups.facts import (
     decode_fact,
     encode_fact,
 )
+from data_lookups.redis_gets import GroupedGets
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +178,9 @@ class RedisFactCache:
             "health_check_interval": 0,
         }
         self._client = redis.Redis.from_url(url, **self._options)
-        self._async_clients: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, aioredis.Redis
-        ] = weakref.WeakKeyDictionary()
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupedGets] = (
+            weakref.WeakKeyDictionary()
+        )
         self._prefix = prefix
         self._ttl = ttl_seconds
         self._retry_after = retry_after
@@ -235,21 +236,21 @@ class RedisFactCache:
         if not self.available:
             return None
         try:
-            payload = await self._async_client().get(self._key(id_number))
+            payload = await self._grouped_gets().get(self._key(id_number))
         except (redis.RedisError, OSError) as error:
             self._failed(error)
             return None
         self._succeeded()
         return None if payload is None else _decode_entry(payload)
 
-    def _async_client(self) -> aioredis.Redis:
+    def _grouped_gets(self) -> GroupedGets:
         """One asyncio client per event loop (its connections belong to the loop)."""
         loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
-            client = aioredis.Redis.from_url(self._url, **self._options)
-            self._async_clients[loop] = client
-        return client
+        gets = self._async_clients.get(loop)
+        if gets is None:
+            gets = GroupedGets(aioredis.Redis.from_url(self._url, **self._options))
+            self._async_clients[loop] = gets
+        return gets
 
     def put(self, id_number: str, stamp: Stamp, bundle: Facts) -> None:
         self._call("set", self._key(id_number), _encode_bundle(stamp, bundle), ex=self._ttl)

@@ -172,7 +172,7 @@ class ApplicationService:
         )
         pending = self._decide(channel, decider, app, idempotency_key, started, stamp, facts)
         try:
-            outcome = await asyncio.wrap_future(self.c.committer.submit(pending))
+            outcome = await self.c.committer.run(pending)
         except exc.IntegrityError:
             earlier = await asyncio.to_thread(self._raced_replay, pending)
             if earlier is None:

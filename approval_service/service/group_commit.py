@@ -1,32 +1,39 @@
 """Grouped commits: many applications in one transaction, none answered before it is durable.
 
-Callers (request threads, or the event loop through :func:`asyncio.wrap_future`)
-hand their work to one writer thread and wait on a future. The writer takes
-everything queued (up to ``max_batch``), opens one write transaction, lets the
-``process`` function do the whole group on that connection (lock, check, issue,
-insert), commits, and only then resolves the futures. Under load one commit (one
-WAL flush, one set of round trips) serves many applications; with a single
-request in flight it costs what a plain transaction costs.
+Callers hand their work to one writer thread and wait: a thread on a
+:class:`~concurrent.futures.Future` (:meth:`GroupCommitter.write`), a coroutine
+on an asyncio future (:meth:`GroupCommitter.run`). The writer takes everything
+queued (up to ``max_batch``), begins one write transaction on its own
+connection, lets the ``process`` function do the whole group on it (lock,
+check, issue, insert), commits, and only then answers the callers: threads one
+by one, each event loop with a single wake-up for all its waiters. Under load one
+commit (one WAL flush, one set of round trips) serves many applications; with a
+single request in flight it costs what a plain transaction costs.
 
 When a group fails (a repeated ``Idempotency-Key`` racing its twin, a registry
 constraint, a deadlock), its transaction is rolled back whole and the writer
 runs every entry again alone, one transaction each, so only the entry at fault
-sees the error; nothing is half-written.
+sees the error; nothing is half-written. When the database cannot be reached,
+the whole group gets that error at once (retrying each alone would only wait
+for the same outage again and again). A connection that failed is dropped and
+the next group opens a new one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine
 
-from data_lookups.database import write_transaction
+from approval_service.errors import RegistryUnavailable
+from data_lookups.database import unavailable_as_registry_error, write_options
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +49,25 @@ AfterCommit = Callable[[Sequence[T], Sequence[R]], None]
 @dataclass
 class _Entry(Generic[T, R]):
     item: T
-    done: Future[R] = field(default_factory=Future)
+    future: Future[R] | None = None  # a thread waits on it
+    loop: asyncio.AbstractEventLoop | None = None  # or a coroutine on this loop
+    waiter: asyncio.Future[R] | None = None
+
+    def wanted(self) -> bool:
+        """False when the caller gave up before the writer started on it."""
+        if self.future is not None:
+            return self.future.set_running_or_notify_cancel()
+        return self.waiter is not None and not self.waiter.cancelled()
+
+
+def _settle_on_loop(answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for waiter, result, error in answers:
+        if waiter.cancelled():
+            continue
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(result)
 
 
 class GroupCommitter(Generic[T, R]):
@@ -60,19 +85,29 @@ class GroupCommitter(Generic[T, R]):
         self._queue: queue.SimpleQueue[_Entry[T, R] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._conn: Connection | None = None  # the writer thread's own connection
         self.batches = 0
         self.entries = 0
 
     def submit(self, item: T) -> Future[R]:
         """Queue one entry; the future resolves after its group committed (or fails)."""
         self._ensure_started()
-        entry: _Entry[T, R] = _Entry(item)
+        entry: _Entry[T, R] = _Entry(item, future=Future())
         self._queue.put(entry)
-        return entry.done
+        assert entry.future is not None
+        return entry.future
 
     def write(self, item: T) -> R:
         """Do one entry durably and return its result, or raise what doing it raised."""
         return self.submit(item).result()
+
+    async def run(self, item: T) -> R:
+        """:meth:`write` for a coroutine: the event loop is not blocked while it waits."""
+        self._ensure_started()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[R] = loop.create_future()
+        self._queue.put(_Entry(item, loop=loop, waiter=waiter))
+        return await waiter
 
     def close(self) -> None:
         with self._lock:
@@ -91,51 +126,100 @@ class GroupCommitter(Generic[T, R]):
                     self._thread.start()
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first] if first.done.set_running_or_notify_cancel() else []
-            stop = False
-            while len(batch) < self.max_batch:
-                try:
-                    entry = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if entry is None:
-                    stop = True
-                    break
-                if entry.done.set_running_or_notify_cancel():  # not abandoned by its caller
-                    batch.append(entry)
-            if batch:
-                self._commit(batch)
-            if stop:
-                return
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batch = [first] if first.wanted() else []
+                stop = False
+                while len(batch) < self.max_batch:
+                    try:
+                        entry = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if entry is None:
+                        stop = True
+                        break
+                    if entry.wanted():
+                        batch.append(entry)
+                if batch:
+                    self._commit(batch)
+                if stop:
+                    return
+        finally:
+            self._drop_connection()
 
     def _commit(self, batch: list[_Entry[T, R]]) -> None:
         try:
             results = self._transaction(batch)
+        except RegistryUnavailable as error:  # the outage is everyone's, not one entry's
+            self._answer(batch, [None] * len(batch), [error] * len(batch))
+            return
         except Exception as error:
             if len(batch) == 1:
-                batch[0].done.set_exception(error)
+                self._answer(batch, [None], [error])
                 return
-            log.info(
-                "a group of %d failed (%s); doing each alone", len(batch), type(error).__name__
-            )
+            log.info("group of %d failed (%s): each alone", len(batch), type(error).__name__)
             for entry in batch:  # isolate the entry that failed
                 try:
                     (result,) = self._transaction([entry])
                 except Exception as single:
-                    entry.done.set_exception(single)
+                    self._answer([entry], [None], [single])
                 else:
-                    entry.done.set_result(result)
+                    self._answer([entry], [result], [None])
                     self._after([entry], [result])
             return
         self.batches += 1
         self.entries += len(batch)
-        for entry, result in zip(batch, results, strict=True):
-            entry.done.set_result(result)
+        self._answer(batch, results, [None] * len(batch))
         self._after(batch, results)
+
+    def _transaction(self, batch: list[_Entry[T, R]]) -> list[R]:
+        conn = self._connection()
+        try:
+            with unavailable_as_registry_error(), conn.begin():
+                return self.process(conn, [entry.item for entry in batch])
+        except Exception:
+            if conn.invalidated or _broken(conn):
+                self._drop_connection()
+            raise
+
+    def _connection(self) -> Connection:
+        if self._conn is None:
+            with unavailable_as_registry_error():
+                self._conn = self.engine.connect().execution_options(**write_options())
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.invalidate()
+                self._conn.close()
+            except Exception:  # already broken: nothing more to free
+                log.debug("dropping the writer's connection failed", exc_info=True)
+            self._conn = None
+
+    def _answer(
+        self,
+        batch: list[_Entry[T, R]],
+        results: Sequence[R | None],
+        errors: Sequence[BaseException | None],
+    ) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for entry, result, error in zip(batch, results, errors, strict=True):
+            if entry.future is not None:
+                if error is not None:
+                    entry.future.set_exception(error)
+                else:
+                    entry.future.set_result(result)  # type: ignore[arg-type]
+            elif entry.loop is not None and entry.waiter is not None:
+                by_loop.setdefault(entry.loop, []).append((entry.waiter, result, error))
+        for loop, answers in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_on_loop, answers)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                log.debug("an event loop closed before its answers arrived")
 
     def _after(self, batch: list[_Entry[T, R]], results: list[R]) -> None:
         if self.after_commit is None:
@@ -145,6 +229,12 @@ class GroupCommitter(Generic[T, R]):
         except Exception:  # committed and answered already: never stop the writer
             log.exception("after-commit hook failed")
 
-    def _transaction(self, batch: list[_Entry[T, R]]) -> list[R]:
-        with write_transaction(self.engine) as conn:
-            return self.process(conn, [entry.item for entry in batch])
+
+def _broken(conn: Connection) -> bool:
+    """Whether the driver connection under ``conn`` is closed or mid-failure."""
+    try:
+        driver: Any = conn.connection.driver_connection
+    except Exception:
+        return True
+    closed = getattr(driver, "closed", False)
+    return bool(closed)
