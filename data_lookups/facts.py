@@ -85,7 +85,8 @@ _STAMPS_SQL = text(
 ).bindparams(bindparam("ids", expanding=True))
 _PG_STAMPS_SQL = (
     "SELECT '', epoch FROM registry_state WHERE id = 1 "
-    "UNION ALL SELECT id_number, version FROM fact_versions WHERE id_number = ANY(%(ids)s)"
+    "UNION ALL SELECT id_number, version FROM fact_versions "
+    "WHERE id_number = ANY(string_to_array(%(ids)s, ','))"
 )
 _UNAVAILABLE = "the registry database cannot be reached; retry later"
 
@@ -243,7 +244,8 @@ class SqlFactSource:
         if self._postgres:  # straight through psycopg: this runs once per group commit
             driver: Any = conn.connection.driver_connection
             try:
-                rows = driver.execute(_PG_STAMPS_SQL, {"ids": ids}).fetchall()
+                joined = ",".join(ids)  # ID numbers hold no commas (digits and X)
+                rows = driver.execute(_PG_STAMPS_SQL, {"ids": joined}).fetchall()
             except psycopg.OperationalError as error:
                 raise RegistryUnavailable(_UNAVAILABLE) from error
         else:

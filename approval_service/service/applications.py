@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from approval_service.engine.backends import Decider
 from approval_service.errors import RequestError
 from approval_service.service import group_store, notifications, records
 from approval_service.service.documents import application_document, project_facts
+from approval_service.service.identifiers import time_ordered_id
 from approval_service.service.issuing import ACTIONS, IssueContext
 from approval_service.service.requests import Application, validate_application
 from data_lookups.database import is_postgres, read_connection
@@ -77,7 +77,7 @@ class IdempotencyMismatch(RequestError):
 
 def new_application_id() -> str:
     """Time-ordered and unguessable: 12 hex digits of milliseconds, 20 random."""
-    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
+    return time_ordered_id()
 
 
 def request_hash(app: Application) -> str:

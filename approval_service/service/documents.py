@@ -42,16 +42,34 @@ def dumps(value: Any) -> str:
     return orjson.dumps(value, default=_orjson_default).decode()
 
 
+#: per policy (by sha256): (fact, "list" | "record" | "value", declared fields)
+_PROJECTIONS: dict[str, list[tuple[str, str, list[str]]]] = {}
+
+
+def _projection(policy: Policy) -> list[tuple[str, str, list[str]]]:
+    plan = _PROJECTIONS.get(policy.sha256)
+    if plan is None:
+        plan = []
+        for name, decl in policy.facts.items():
+            if decl.shape == "list":
+                fields = decl.type.item.field_names() if decl.type.item else []
+                plan.append((name, "list", fields))
+            elif decl.type.kind == "record":
+                plan.append((name, "record", decl.type.field_names()))
+            else:
+                plan.append((name, "value", []))
+        _PROJECTIONS[policy.sha256] = plan
+    return plan
+
+
 def project_facts(policy: Policy, facts: Mapping[str, Any]) -> dict[str, Any]:
     """Only the facts and fields the policy declares: what the decision read, nothing more."""
     out: dict[str, Any] = {}
-    for name, decl in policy.facts.items():
+    for name, kind, fields in _projection(policy):
         value = facts.get(name)
-        if decl.shape == "list":
-            fields = decl.type.item.field_names() if decl.type.item else []
+        if kind == "list":
             out[name] = [{f: row.get(f) for f in fields} for row in value or []]
-        elif decl.type.kind == "record":
-            fields = decl.type.field_names()
+        elif kind == "record":
             out[name] = None if value is None else {f: value.get(f) for f in fields}
         else:
             out[name] = value

@@ -25,9 +25,11 @@ from data_lookups.database import is_postgres
 #: (channel, Idempotency-Key) -> (hash of the first request, its response document)
 Earlier = dict[tuple[str, str], tuple[str | None, dict[str, Any]]]
 
+# ID numbers are digits and X: joined by commas they pass as one text parameter,
+# which psycopg sends without inspecting a list element by element
 _LOCK = (
     "SELECT count(pg_advisory_xact_lock(hashtextextended(id, 0))) "
-    "FROM unnest(%(ids)s::text[]) AS id"
+    "FROM unnest(string_to_array(%(ids)s, ',')) AS id"
 )
 # joined on both columns so the unique index (channel, idempotency_key) is searched
 _EARLIER = (
@@ -60,7 +62,15 @@ def lock_people(conn: Connection, applicant_ids: Iterable[str]) -> None:
     driver = _driver(conn)
     if driver is not None:
         with _translated(_LOCK):
-            driver.execute(_LOCK, {"ids": sorted(set(applicant_ids))})
+            driver.execute(_LOCK, {"ids": joined_ids(applicant_ids)})
+
+
+def joined_ids(id_numbers: Iterable[str]) -> str:
+    """Distinct ID numbers, sorted (the lock order), comma-separated."""
+    ids = sorted(set(id_numbers))
+    if any("," in i for i in ids):
+        raise ValueError("an ID number cannot contain a comma")
+    return ",".join(ids)
 
 
 def earlier_answers(conn: Connection, keys: Iterable[tuple[str, str]]) -> Earlier:
@@ -83,7 +93,10 @@ def earlier_answers(conn: Connection, keys: Iterable[tuple[str, str]]) -> Earlie
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert rows that all have the same keys (PostgreSQL: one ``COPY``)."""
+    """Insert rows that all have the same keys (PostgreSQL: one ``COPY``).
+
+    A None in a JSON column is stored as JSON ``null``, as SQLAlchemy's JSON type does.
+    """
     if not rows:
         return
     driver = _driver(conn)
@@ -96,10 +109,5 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
     with _translated(statement), driver.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row(
-                [
-                    dumps(row[name])
-                    if name in json_columns and row[name] is not None
-                    else row[name]
-                    for name in columns
-                ]
+                [dumps(row[name]) if name in json_columns else row[name] for name in columns]
             )
