@@ -53,9 +53,9 @@ def warm(
     statement = pg_cache_entries_sql()
     written = 0
     pooled = engine.raw_connection()
+    driver: psycopg.Connection[tuple[str, str]] = pooled.driver_connection  # type: ignore[assignment]
     try:
-        driver: psycopg.Connection[tuple[str, str]] = pooled.driver_connection  # type: ignore[assignment]
-        driver.autocommit = True
+        driver.autocommit = True  # each chunk's statement is its own snapshot
         for ids_chunk in _chunks(ids, chunk):
             try:
                 rows = driver.execute(statement, {"ids": ids_chunk}).fetchall()
@@ -67,7 +67,10 @@ def warm(
             written += len(rows)
             if progress is not None:
                 progress(len(rows))
-        driver.autocommit = False
     finally:
-        pooled.close()
+        try:  # back to the pool as it came: in transaction mode
+            if not driver.closed:
+                driver.autocommit = False
+        finally:
+            pooled.close()
     return written

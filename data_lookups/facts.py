@@ -21,7 +21,7 @@ transaction (in-process, no round trips).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
@@ -83,7 +83,7 @@ _STAMPS_SQL = text(
     "SELECT '', epoch FROM registry_state WHERE id = 1 "
     "UNION ALL SELECT id_number, version FROM fact_versions WHERE id_number IN :ids"
 ).bindparams(bindparam("ids", expanding=True))
-_PG_STAMPS_SQL = (
+PG_STAMPS_SQL = (
     "SELECT '', epoch FROM registry_state WHERE id = 1 "
     "UNION ALL SELECT id_number, version FROM fact_versions "
     "WHERE id_number = ANY(string_to_array(%(ids)s, ','))"
@@ -217,6 +217,13 @@ def pg_cache_entries_sql() -> str:
     )
 
 
+def stamps_from_rows(ids: Iterable[str], rows: Iterable[Sequence[Any]]) -> dict[str, Stamp]:
+    """Stamps from the rows of :data:`PG_STAMPS_SQL` (``''`` then epoch, then versions)."""
+    versions = {str(key): int(value) for key, value in rows}
+    epoch = versions.pop("")
+    return {i: Stamp(epoch, versions.get(i, 0)) for i in ids}
+
+
 class SqlFactSource:
     """Facts straight from the registry database (see the module docstring)."""
 
@@ -245,15 +252,13 @@ class SqlFactSource:
             driver: Any = conn.connection.driver_connection
             try:
                 joined = ",".join(ids)  # ID numbers hold no commas (digits and X)
-                rows = driver.execute(_PG_STAMPS_SQL, {"ids": joined}).fetchall()
+                rows = driver.execute(PG_STAMPS_SQL, {"ids": joined}).fetchall()
             except psycopg.OperationalError as error:
                 raise RegistryUnavailable(_UNAVAILABLE) from error
         else:
             with unavailable_as_registry_error():
                 rows = conn.execute(_STAMPS_SQL, {"ids": ids}).all()
-        versions = {str(key): int(value) for key, value in rows}
-        epoch = versions.pop("")
-        return {i: Stamp(epoch, versions.get(i, 0)) for i in ids}
+        return stamps_from_rows(ids, rows)
 
     def gather_stamped(self, id_number: str, names: frozenset[str]) -> tuple[Stamp, Facts]:
         """The facts asked for and the stamp they were read at, from one snapshot."""
@@ -315,17 +320,18 @@ class SqlFactSource:
                 pooled = self._engine.raw_connection()
             except (exc.DBAPIError, psycopg.OperationalError) as error:
                 raise RegistryUnavailable(_UNAVAILABLE) from error
+            dbapi: Any = pooled.driver_connection
             try:
-                dbapi: Any = pooled.driver_connection
                 dbapi.autocommit = True
                 row = dbapi.execute(sql, {"id": id_number}).fetchone()
-                dbapi.autocommit = False
                 return tuple(row)
             except psycopg.OperationalError as error:
                 pooled.invalidate()
                 if attempt == 2:
                     raise RegistryUnavailable(_UNAVAILABLE) from error
             finally:
+                if not dbapi.closed:  # back to the pool as it came: in transaction mode
+                    dbapi.autocommit = False
                 pooled.close()
         raise AssertionError("unreachable")
 

@@ -252,13 +252,11 @@ class ApplicationService:
         its decision; otherwise (the cache was behind, or an earlier application of
         this group issued to the same person) it is decided again on facts read here.
         Approvals that issue do so now, under the lock, and every decision record and
-        notification is inserted with one statement per table.
+        notification is inserted at once (see :mod:`group_store`).
         """
         people = [p.app.applicant_id for p in group]
-        group_store.lock_people(conn, people)
-        stamps = self.c.sql_facts.stamps_in(conn, people)
         keyed = [(p.channel, p.idempotency_key) for p in group if p.idempotency_key is not None]
-        earlier = group_store.earlier_answers(conn, keyed)
+        stamps, earlier = group_store.open_group(conn, self.c.sql_facts, people, keyed)
         changed: set[str] = set()  # people this group has issued to
         outcomes: list[_Outcome] = []
         by_table: dict[Table, list[dict[str, Any]]] = {}
@@ -280,8 +278,7 @@ class ApplicationService:
                 earlier[key] = (p.digest, outcome.document)
             for table, row in rows:
                 by_table.setdefault(table, []).append(row)
-        for table, table_rows in by_table.items():
-            group_store.insert_rows(conn, table, table_rows)
+        group_store.insert_all(conn, by_table)
         return outcomes
 
     def after_commit(self, group: Sequence[_Pending], outcomes: Sequence[_Outcome]) -> None:

@@ -1,11 +1,14 @@
 """The statements of a group commit, run on the connection of the group's transaction.
 
 On PostgreSQL they go straight through psycopg, with no SQLAlchemy statement
-building on the hot path: one statement locks every person of the group (in one
-order, so two groups cannot deadlock), one reads the first answers of repeated
-``Idempotency-Key``s, and ``COPY`` inserts the records. On SQLite (the embedded
-default, where the write transaction already serialises every writer) the same
-work goes through SQLAlchemy Core.
+building on the hot path, and in pipelines, so that a group costs three round
+trips whatever its size (besides issuing): :func:`open_group` locks every person
+of the group (in one order, so two groups cannot deadlock), then reads their
+stamps and the first answers of repeated ``Idempotency-Key``s; :func:`insert_all`
+inserts every record; then the commit. Statements of a pipeline run one after
+the other, each with its own snapshot, so the stamps are read after the locks
+are held. On SQLite (the embedded default, where the write transaction already
+serialises every writer) the same work goes through SQLAlchemy Core.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from approval_service.errors import RegistryUnavailable
 from approval_service.service.documents import dumps
 from approval_service.service.records import applications
 from data_lookups.database import is_postgres
+from data_lookups.facts import PG_STAMPS_SQL, SqlFactSource, Stamp, stamps_from_rows
 
+Row = Mapping[str, Any]
 #: (channel, Idempotency-Key) -> (hash of the first request, its response document)
 Earlier = dict[tuple[str, str], tuple[str | None, dict[str, Any]]]
 
@@ -57,12 +62,34 @@ def _driver(conn: Connection) -> psycopg.Connection[Any] | None:
     return driver
 
 
-def lock_people(conn: Connection, applicant_ids: Iterable[str]) -> None:
-    """Take every person's lock until the transaction ends (PostgreSQL; no-op on SQLite)."""
+def open_group(
+    conn: Connection,
+    facts: SqlFactSource,
+    people: Sequence[str],
+    keys: Iterable[tuple[str, str]],
+) -> tuple[dict[str, Stamp], Earlier]:
+    """Lock the people, then read their stamps and the earlier answers for these keys."""
     driver = _driver(conn)
-    if driver is not None:
-        with _translated(_LOCK):
-            driver.execute(_LOCK, {"ids": joined_ids(applicant_ids)})
+    if driver is None:
+        return facts.stamps_in(conn, people), earlier_answers(conn, keys)
+    joined = joined_ids(people)
+    wanted = sorted(set(keys))
+    with _translated("opening a group"):
+        with driver.pipeline():
+            driver.execute(_LOCK, {"ids": joined})
+            stamps = driver.execute(PG_STAMPS_SQL, {"ids": joined})
+            earlier = driver.execute(_EARLIER, _key_params(wanted)) if wanted else None
+        stamp_rows = stamps.fetchall()
+        earlier_rows = earlier.fetchall() if earlier is not None else []
+    return stamps_from_rows(people, stamp_rows), _earlier(earlier_rows)
+
+
+def _key_params(wanted: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    return {"channels": [c for c, _ in wanted], "keys": [k for _, k in wanted]}
+
+
+def _earlier(rows: Iterable[Sequence[Any]]) -> Earlier:
+    return {(channel, key): (digest, dict(document)) for channel, key, digest, document in rows}
 
 
 def joined_ids(id_numbers: Iterable[str]) -> str:
@@ -80,9 +107,8 @@ def earlier_answers(conn: Connection, keys: Iterable[tuple[str, str]]) -> Earlie
         return {}
     driver = _driver(conn)
     if driver is not None:
-        params = {"channels": [c for c, _ in wanted], "keys": [k for _, k in wanted]}
         with _translated(_EARLIER):
-            rows = driver.execute(_EARLIER, params).fetchall()
+            rows = driver.execute(_EARLIER, _key_params(wanted)).fetchall()
     else:
         c = applications.c
         query = select(c.channel, c.idempotency_key, c.request_hash, c.document).where(
@@ -92,22 +118,45 @@ def earlier_answers(conn: Connection, keys: Iterable[tuple[str, str]]) -> Earlie
     return {(channel, key): (digest, dict(document)) for channel, key, digest, document in rows}
 
 
-def insert_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert rows that all have the same keys (PostgreSQL: one ``COPY``).
+def insert_all(
+    conn: Connection, rows_by_table: Mapping[Table, Sequence[Mapping[str, Any]]]
+) -> None:
+    """Insert every table's rows (each table's rows all have the same keys).
 
+    PostgreSQL: one pipeline of ``executemany`` inserts, one round trip in all.
     A None in a JSON column is stored as JSON ``null``, as SQLAlchemy's JSON type does.
     """
-    if not rows:
-        return
     driver = _driver(conn)
     if driver is None:
-        conn.execute(insert(table), list(rows))
+        for table, rows in rows_by_table.items():
+            if rows:
+                conn.execute(insert(table), list(rows))
         return
-    columns = list(rows[0])
-    json_columns = {name for name in columns if isinstance(table.c[name].type, JSON)}
-    statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
-    with _translated(statement), driver.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row(
-                [dumps(row[name]) if name in json_columns else row[name] for name in columns]
+    with _translated("inserting the group's records"), driver.pipeline(), driver.cursor() as cur:
+        for table, rows in rows_by_table.items():
+            if not rows:
+                continue
+            columns = list(rows[0])
+            statement, json_columns = _insert_statement(table, tuple(columns))
+            cur.executemany(
+                statement,
+                [
+                    [dumps(row[name]) if name in json_columns else row[name] for name in columns]
+                    for row in rows
+                ],
             )
+
+
+_STATEMENTS: dict[tuple[str, tuple[str, ...]], tuple[str, frozenset[str]]] = {}
+
+
+def _insert_statement(table: Table, columns: tuple[str, ...]) -> tuple[str, frozenset[str]]:
+    """``INSERT ... VALUES (%s, %s::jsonb, ...)`` for these columns, and the JSON ones."""
+    key = (table.name, columns)
+    found = _STATEMENTS.get(key)
+    if found is None:
+        json_columns = frozenset(c for c in columns if isinstance(table.c[c].type, JSON))
+        values = ", ".join("%s::jsonb" if c in json_columns else "%s" for c in columns)
+        statement = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({values})"
+        found = _STATEMENTS[key] = (statement, json_columns)
+    return found
