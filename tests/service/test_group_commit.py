@@ -1,0 +1,212 @@
+"""The group-commit writer: grouping, isolation of a failing entry, outages, async waiters.
+
+A small table stands in for the decision records: ``process`` inserts each
+entry's value (or raises for the values a test marks bad), so what is committed
+can be read back from a real database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import Connection, Engine, text
+
+from approval_service.errors import RegistryUnavailable
+from approval_service.service.group_commit import GroupCommitter
+from data_lookups.database import make_engine
+
+_databases = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_database: Callable[[str], str]
+) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'group.db'}"
+    else:
+        url = pg_database(f"group_{next(_databases)}")
+    made = make_engine(url)
+    with made.begin() as conn:
+        conn.execute(text("CREATE TABLE done (value INTEGER PRIMARY KEY)"))
+    yield made
+    made.dispose()
+
+
+class Recorder:
+    """``process`` for the tests: inserts the values, raises on the bad ones."""
+
+    def __init__(self, bad: set[int] | None = None, outage: bool = False) -> None:
+        self.bad = bad or set()
+        self.outage = outage
+        self.groups: list[list[int]] = []
+        self.after: list[tuple[list[int], list[int]]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def process(self, conn: Connection, group: Sequence[int]) -> list[int]:
+        self.gate.wait(10)
+        self.groups.append(list(group))
+        if self.outage:
+            raise RegistryUnavailable("the registry database cannot be reached; retry later")
+        for value in group:
+            conn.execute(text("INSERT INTO done (value) VALUES (:v)"), {"v": value})
+            if value in self.bad:
+                raise ValueError(f"bad value {value}")
+        return [value * 10 for value in group]
+
+    def after_commit(self, group: Sequence[int], results: Sequence[int]) -> None:
+        self.after.append((list(group), list(results)))
+
+
+def committed(engine: Engine) -> set[int]:
+    with engine.connect() as conn:
+        return {row[0] for row in conn.execute(text("SELECT value FROM done"))}
+
+
+def test_concurrent_writes_share_groups_and_each_gets_its_result(engine: Engine) -> None:
+    recorder = Recorder()
+    recorder.gate.clear()  # hold the writer so that the queue fills up
+    committer = GroupCommitter(engine, recorder.process, recorder.after_commit)
+    try:
+        futures = [committer.submit(v) for v in range(1, 41)]
+        recorder.gate.set()
+        assert [f.result(timeout=10) for f in futures] == [v * 10 for v in range(1, 41)]
+    finally:
+        committer.close()
+    assert committed(engine) == set(range(1, 41))
+    assert len(recorder.groups) < 40  # grouped: fewer transactions than entries
+    assert committer.entries == 40
+    assert sorted(v for group, _ in recorder.after for v in group) == list(range(1, 41))
+
+
+def test_a_failing_entry_fails_alone_and_leaves_no_row(engine: Engine) -> None:
+    recorder = Recorder(bad={7})
+    recorder.gate.clear()
+    committer = GroupCommitter(engine, recorder.process)
+    try:
+        futures = {v: committer.submit(v) for v in range(1, 11)}
+        recorder.gate.set()
+        for value, future in futures.items():
+            if value == 7:
+                with pytest.raises(ValueError, match="bad value 7"):
+                    future.result(timeout=10)
+            else:
+                assert future.result(timeout=10) == value * 10
+    finally:
+        committer.close()
+    assert committed(engine) == set(range(1, 11)) - {7}
+
+
+def test_an_outage_fails_the_whole_group_without_retrying_each(engine: Engine) -> None:
+    recorder = Recorder(outage=True)
+    recorder.gate.clear()
+    committer = GroupCommitter(engine, recorder.process)
+    try:
+        futures = [committer.submit(v) for v in range(5)]
+        recorder.gate.set()
+        for future in futures:
+            with pytest.raises(RegistryUnavailable):
+                future.result(timeout=10)
+    finally:
+        committer.close()
+    assert sum(len(g) for g in recorder.groups) == 5  # each entry tried once, not again alone
+    assert committed(engine) == set()
+
+
+def test_coroutines_wait_without_blocking_the_loop_and_cancelled_ones_are_skipped(
+    engine: Engine,
+) -> None:
+    recorder = Recorder()
+    committer = GroupCommitter(engine, recorder.process)
+
+    async def main() -> list[int]:
+        recorder.gate.clear()
+        first = asyncio.ensure_future(committer.run(1))
+        await asyncio.sleep(0.05)  # the writer holds entry 1 at the gate
+        abandoned = asyncio.ensure_future(committer.run(2))
+        await asyncio.sleep(0)
+        abandoned.cancel()  # its caller went away before the writer took it
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not first.done():
+                ticks += 1
+                await asyncio.sleep(0.001)
+
+        ticking = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0.05)
+        recorder.gate.set()
+        results = [await first, *await asyncio.gather(*(committer.run(v) for v in (3, 4, 5)))]
+        await ticking
+        assert ticks > 5  # the loop kept running while entry 1 waited for its commit
+        return results
+
+    try:
+        assert asyncio.run(main()) == [10, 30, 40, 50]
+    finally:
+        committer.close()
+    assert committed(engine) == {1, 3, 4, 5}
+
+
+def test_a_failing_after_commit_hook_does_not_stop_the_writer(engine: Engine) -> None:
+    def explode(group: Sequence[int], results: Sequence[int]) -> None:
+        raise RuntimeError("hook failed")
+
+    committer = GroupCommitter(engine, Recorder().process, explode)
+    try:
+        assert committer.write(1) == 10
+        assert committer.write(2) == 20
+    finally:
+        committer.close()
+    assert committed(engine) == {1, 2}
+
+
+def test_the_writer_reconnects_after_its_connection_is_killed(
+    pg_database: Callable[[str], str],
+) -> None:
+    url = pg_database("group_reconnect")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE done (value INTEGER PRIMARY KEY)"))
+    committer = GroupCommitter(engine, Recorder().process)
+    try:
+        assert committer.write(1) == 10
+        with psycopg.connect(url, autocommit=True) as admin:  # kill the writer's backend
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        with pytest.raises(RegistryUnavailable):
+            committer.write(2)  # the group on the dead connection fails as an outage
+        assert committer.write(3) == 30  # and the next one opens a new connection
+    finally:
+        committer.close()
+        engine.dispose()
+    assert committed(engine) == {1, 3}
+
+
+def test_many_threads_and_coroutines_together_lose_nothing(engine: Engine) -> None:
+    recorder = Recorder()
+    committer = GroupCommitter(engine, recorder.process)
+
+    async def coroutines() -> list[int]:
+        return list(await asyncio.gather(*(committer.run(v) for v in range(1000, 1100))))
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            threads = list(pool.map(committer.write, range(1, 101)))
+            from_loop = asyncio.run(coroutines())
+    finally:
+        committer.close()
+    assert threads == [v * 10 for v in range(1, 101)]
+    assert from_loop == [v * 10 for v in range(1000, 1100)]
+    assert committed(engine) == set(range(1, 101)) | set(range(1000, 1100))
