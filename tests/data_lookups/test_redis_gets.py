@@ -24,6 +24,7 @@ class CountingRedis(aioredis.Redis):
 
 def client(url: str) -> CountingRedis:
     made = CountingRedis.from_pool(aioredis.ConnectionPool.from_url(url))  # owns the pool
+    assert isinstance(made, CountingRedis)
     made.mgets = []
     return made
 
