@@ -8,29 +8,39 @@ Every registry change to a person bumps ``fact_versions.version`` for that perso
 the import's transaction. ``(epoch, version)`` is the person's :class:`Stamp`.
 
 A cache entry holds a fact bundle together with the stamp it was read at, both
-from the same database snapshot. A read:
+from the same database snapshot. There are two ways to read:
 
-1. reads the current stamp from the database (one primary-key lookup);
-2. reads the entry from the cache, and uses it only if its stamp is equal;
-3. otherwise gathers the bundle and its stamp from one snapshot and stores both.
+- :meth:`CachedFactSource.gather` (prechecks, explanations) checks before use:
+  it reads the person's current stamp from the database (one primary-key
+  lookup), uses the entry only if its stamp is equal, and otherwise gathers the
+  bundle and its stamp from one snapshot and stores both;
+- :meth:`CachedFactSource.gather_unchecked` (applications, the hot path) returns
+  the entry as stored with its stamp and reads nothing else; the caller checks
+  the stamp later. The group-commit writer does it for a whole group in one
+  statement, under the people's locks, inside the transaction that records the
+  decisions, and decides again on fresh facts where the stamp moved
+  (:mod:`approval_service.service.applications`). So a warm application costs
+  one cache read (Redis, or the in-process tier) and no database read before
+  deciding.
 
-Why no stale read is possible: stamps only grow, and a committed change to a
-person makes their stamp differ from every stamp read before the commit. A read
-that starts after the commit (step 1) sees the new stamp, and an entry carries
+Why no stale decision is possible: stamps only grow, and a committed change to a
+person makes their stamp differ from every stamp read before the commit. A
+stamp read after the commit (the check) sees the new stamp, and an entry carries
 that stamp only if its bundle was read from a snapshot that already holds the
 change. Writers need not reach the cache at all, so this holds across service
 processes, for the import command running in another process, after a crash
 between commit and invalidation, and when Redis was down during a write and
 comes back with old entries. An entry written late with an old stamp can only
-cause a miss, never a stale hit. ``invalidate`` only frees memory early.
+cause a miss (or a second decision), never a stale one. ``invalidate`` only
+frees memory early.
 
 The one obligation: every change to registry rows goes through the importer or
 :mod:`data_lookups.issuance`, or calls :func:`data_lookups.issuance.bump_versions`
 (or bumps ``registry_state.epoch``) in its own transaction. A hand-made SQL fix
 that does neither is not seen until the entry expires (``DEFAULT_TTL_SECONDS``).
 
-The price is one small database read per decision besides the cache read; the
-saving is the full gather (nine tables). With Redis, a small in-process tier sits in
+The price of a checked read is one small database read besides the cache read;
+the saving is the full gather (nine tables). With Redis, a small in-process tier sits in
 front (:class:`TieredFactCache`): also stamp-validated, it saves the network hop
 and the decoding; Redis shares bundles between processes. Redis being down only costs speed: it is
 skipped (one warning per outage, no personal data) and retried after a second.

@@ -1,14 +1,19 @@
 """Second approval (秒批): decide, issue exactly once, record — or change nothing (precheck).
 
-Exactly-once issuance. Deciding reads facts through the cache, outside any
-transaction. An approval that issues then takes the person's lock inside one
-write transaction (PostgreSQL: a transaction-scoped advisory lock on the ID
-number; SQLite: the database write lock), gathers the facts again from the
-database, decides again on them, issues, and writes the decision record, then
-commits. A second application racing the first waits for the lock, sees what
-the first issued, and is rejected with the right reason. Registry constraints
-(one active allowance, one valid card) back this up. Nothing is half-issued:
-issuance and record commit together or not at all.
+An application is decided on the facts in the cache, as stored, with the stamp
+they were read at (no database read first). It then goes to the group-commit
+writer (:mod:`approval_service.service.group_commit`), which does many
+applications in one write transaction (:meth:`ApplicationService.record_group`):
+it takes every person's lock (PostgreSQL: transaction-scoped advisory locks in
+ID order; SQLite: the write transaction itself), reads their current stamps,
+and decides again on facts read in the transaction wherever the cached stamp is
+behind or an earlier application of the same group issued to the same person.
+An approval that issues does so there, under the lock, and the decision record
+and its notification are inserted in the same transaction; the caller is
+answered only after the commit. A second application racing the first waits for
+the lock, sees what the first issued, and is rejected with the right reason.
+Registry constraints (one active allowance, one valid card) back this up.
+Nothing is half-issued: issuance and record commit together or not at all.
 """
 
 from __future__ import annotations
