@@ -83,7 +83,13 @@ def invalid_request_response(problems: Sequence[Any]) -> JSON:
         )
     field = _field(tuple(first.get("loc", ())))
     kind = first.get("type")
-    if kind == "extra_forbidden":
+    if not field:  # the body as a whole: empty, or not a JSON object
+        what = "empty" if kind == "missing" else "not a JSON object"
+        message = (
+            f"the body is {what}; send a JSON object with item, applicant_id and form "
+            "(Content-Type: application/json)"
+        )
+    elif kind == "extra_forbidden":
         message = f"unknown field `{field}`; the body takes item, applicant_id and form"
     elif kind == "missing":
         message = f"`{field}` is required"

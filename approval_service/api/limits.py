@@ -1,4 +1,10 @@
-"""Refuse request bodies over a size limit before anything reads them."""
+"""Refuse request bodies over a size limit before anything reads them.
+
+The body is read here first, up to the limit: over it, the answer is 413 at once
+(also for a chunked body, or one whose Content-Length understates it); within it,
+the application gets the body replayed. Bodies are small (16 KiB at most), so
+holding one costs nothing, and no route ever sees a partial body.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,6 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES = 16 * 1024
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 class BodyLimit:
@@ -25,21 +27,24 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self._refuse(send)
             return
+        received: list[Message] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise BodyTooLarge
-            return message
+            received.append(message)
+            if message["type"] != "http.request":
+                break  # the client went away: the application learns it as usual
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                await self._refuse(send)
+                return
+            if not message.get("more_body", False):
+                break
 
-        try:
-            await self.app(scope, limited, send)
-        except BodyTooLarge:
-            await self._refuse(send)
+        async def replay() -> Message:
+            return received.pop(0) if received else await receive()
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
         await refuse_body(send, self.limit)
