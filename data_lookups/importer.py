@@ -122,6 +122,14 @@ def import_directory(
     return report
 
 
+def _analyze(engine: Engine, table: str) -> None:
+    """Fresh planner statistics for a table an import just changed (autovacuum may be off,
+    or not yet around to it; without them the first queries can pick poor plans)."""
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"ANALYZE {table}")
+        conn.commit()
+
+
 def _import_file(
     engine: Engine, fmt: FileFormat, path: Path, progress: ProgressFn | None
 ) -> FileReport:
@@ -132,6 +140,7 @@ def _import_file(
             _load_file(conn, fmt, path, file_report, progress)
             conn.exec_driver_sql("UPDATE registry_state SET epoch = epoch + 1 WHERE id = 1")
         file_report.applied = True
+        _analyze(engine, fmt.table)
     except _Invalid:
         pass
     except (exc.IntegrityError, sqlite3.IntegrityError) as error:

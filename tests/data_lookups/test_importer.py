@@ -249,3 +249,16 @@ def test_byte_order_mark_and_crlf_are_tolerated(engine: Engine, tmp_path: Path) 
     report = import_directory(engine, tmp_path, today=TODAY)
     assert report.ok, report.problems()
     assert _rows(engine, "SELECT id_number FROM population") == [(me,)]
+
+
+def test_an_import_leaves_fresh_planner_statistics(engine: Engine, tmp_path: Path) -> None:
+    """Autovacuum may be off (it is on the test machine): the import analyses what it loaded."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("planner statistics are PostgreSQL's")
+    write_jsonl(tmp_path, "population.jsonl", [person(new_id()) for _ in range(30)])
+    assert import_directory(engine, tmp_path, today=TODAY).ok
+    analysed = _rows(
+        engine,
+        "SELECT reltuples FROM pg_class WHERE relname = 'population'",
+    )
+    assert analysed[0][0] >= 30  # -1 (never analysed) before ANALYZE
