@@ -252,7 +252,8 @@ class SqlFactSource:
             driver: Any = conn.connection.driver_connection
             try:
                 joined = ",".join(ids)  # ID numbers hold no commas (digits and X)
-                rows = driver.execute(PG_STAMPS_SQL, {"ids": joined}).fetchall()
+                # never prepared: a generic plan cannot know how many IDs come
+                rows = driver.execute(PG_STAMPS_SQL, {"ids": joined}, prepare=False).fetchall()
             except psycopg.OperationalError as error:
                 raise RegistryUnavailable(_UNAVAILABLE) from error
         else:

@@ -36,6 +36,11 @@ _LOCK = (
     "SELECT count(pg_advisory_xact_lock(hashtextextended(id, 0))) "
     "FROM unnest(string_to_array(%(ids)s, ',')) AS id"
 )
+# _CUSTOM_PLANS: these statements take a list whose length the planner cannot know
+# from a prepared statement's generic plan; a generic plan chosen while a table was
+# small (a seq scan) stays in use after it grew, and each group then scans the whole
+# table. They are never prepared, so each is planned for the list it is given.
+
 # joined on both columns so the unique index (channel, idempotency_key) is searched
 _EARLIER = (
     "SELECT a.channel, a.idempotency_key, a.request_hash, a.document FROM applications a "
@@ -75,10 +80,12 @@ def open_group(
     joined = joined_ids(people)
     wanted = sorted(set(keys))
     with _translated("opening a group"):
-        with driver.pipeline():
-            driver.execute(_LOCK, {"ids": joined})
-            stamps = driver.execute(PG_STAMPS_SQL, {"ids": joined})
-            earlier = driver.execute(_EARLIER, _key_params(wanted)) if wanted else None
+        with driver.pipeline():  # prepare=False: see _CUSTOM_PLANS
+            driver.execute(_LOCK, {"ids": joined}, prepare=False)
+            stamps = driver.execute(PG_STAMPS_SQL, {"ids": joined}, prepare=False)
+            earlier = (
+                driver.execute(_EARLIER, _key_params(wanted), prepare=False) if wanted else None
+            )
         stamp_rows = stamps.fetchall()
         earlier_rows = earlier.fetchall() if earlier is not None else []
     return stamps_from_rows(people, stamp_rows), _earlier(earlier_rows)
@@ -108,7 +115,7 @@ def earlier_answers(conn: Connection, keys: Iterable[tuple[str, str]]) -> Earlie
     driver = _driver(conn)
     if driver is not None:
         with _translated(_EARLIER):
-            rows = driver.execute(_EARLIER, _key_params(wanted)).fetchall()
+            rows = driver.execute(_EARLIER, _key_params(wanted), prepare=False).fetchall()
     else:
         c = applications.c
         query = select(c.channel, c.idempotency_key, c.request_hash, c.document).where(
