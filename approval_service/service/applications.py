@@ -109,7 +109,8 @@ class ApplicationService:
         now = self.c.clock.now()
         facts = self.c.facts.gather(app.applicant_id, decider.policy.fact_names)
         decision = decider.decide(facts, now.date(), app.form)
-        self.c.metrics.decisions.labels(item, decision["decision"], "precheck").inc()
+        metrics = self.c.metrics
+        metrics.labelled(metrics.decisions, item, decision["decision"], "precheck").inc()
         doc = application_document(
             application_id=None, policy=decider.policy, decision=decision, decided_at=now
         )
@@ -235,17 +236,19 @@ class ApplicationService:
         if not outcome.created:
             return outcome.document, False
         item = p.decider.policy.item
+        metrics = self.c.metrics
         if outcome.issued:
-            self.c.metrics.issued.labels(item).inc()
-        self.c.metrics.decisions.labels(item, outcome.decision, "apply").inc()
-        self.c.metrics.latency.labels(item).observe(time.perf_counter() - p.started)
-        log.info(
-            "application %s %s for %s: %s",
-            p.application_id,
-            item,
-            mask_id(p.app.applicant_id),
-            outcome.decision,
-        )
+            metrics.labelled(metrics.issued, item).inc()
+        metrics.labelled(metrics.decisions, item, outcome.decision, "apply").inc()
+        metrics.labelled(metrics.latency, item).observe(time.perf_counter() - p.started)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "application %s %s for %s: %s",
+                p.application_id,
+                item,
+                mask_id(p.app.applicant_id),
+                outcome.decision,
+            )
         return outcome.document, True
 
     # recording (in the group-commit writer) ---------------------------------
