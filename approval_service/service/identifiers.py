@@ -32,6 +32,15 @@ class _Entropy(threading.local):
 _entropy = _Entropy()
 
 
+def _forget_after_fork() -> None:
+    """A forked child must not hand out the bytes its parent still holds."""
+    _entropy.buffer = b""
+    _entropy.offset = 0
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def random_hex(nbytes: int) -> str:
     """``nbytes`` bytes from the OS CSPRNG as hex (never reused)."""
     return _entropy.take(nbytes).hex()

@@ -36,3 +36,17 @@ def test_no_repeats_across_threads_and_buffer_refills() -> None:
 
 def test_requests_larger_than_the_buffer_are_served() -> None:
     assert len(random_hex(5000)) == 10_000
+
+
+def test_a_forked_child_does_not_repeat_its_parents_bytes() -> None:
+    import os
+
+    random_hex(1)  # the parent now holds a buffer
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.write(write, random_hex(16).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    assert child != random_hex(16)  # the parent's next bytes are not the child's
