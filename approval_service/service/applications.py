@@ -197,9 +197,9 @@ class ApplicationService:
         facts: Facts,
     ) -> _Pending:
         # A repeated Idempotency-Key is answered from the first record without a read up
-        # front: its insert violates the key's unique constraint (or, when it would issue,
-        # the replay check under the person's lock finds the first), and the first
-        # response is returned. Nothing is issued twice either way.
+        # front: the group writer looks up every key of its group in one statement, under
+        # the people's locks, and a twin that slips past (its first still uncommitted) is
+        # stopped by the key's unique constraint. Nothing is issued twice either way.
         gathered = time.perf_counter()
         now = self.c.clock.now()
         decision = decider.decide(facts, now.date(), app.form, trace=True)
