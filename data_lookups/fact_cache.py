@@ -116,16 +116,15 @@ class MemoryFactCache:
         self._max = max_entries
 
     def get(self, id_number: str, stamp: Stamp) -> Facts | None:
-        with self._lock:
-            entry = self._entries.get(id_number)
-            if entry is None or entry[0] != stamp:
-                return None
-            self._entries.move_to_end(id_number)
-            return entry[1]
+        entry = self.peek(id_number)
+        return None if entry is None or entry[0] != stamp else entry[1]
 
     def peek(self, id_number: str) -> Entry | None:
         with self._lock:
-            return self._entries.get(id_number)
+            entry = self._entries.get(id_number)
+            if entry is not None:
+                self._entries.move_to_end(id_number)  # recently used: evicted last
+            return entry
 
     async def apeek(self, id_number: str) -> Entry | None:
         return self.peek(id_number)
@@ -151,14 +150,11 @@ def _encode_bundle(stamp: Stamp, bundle: Facts) -> bytes:
     return orjson.dumps({"s": list(stamp), "f": facts})
 
 
-def _decode_entry(payload: bytes | str, stamp: Stamp | None = None) -> Entry | None:
-    """The stored entry; None if unreadable or (with ``stamp``) read at another stamp."""
+def _decode_entry(payload: bytes | str) -> Entry | None:
+    """The stored entry; None if unreadable."""
     try:
         data = orjson.loads(payload)
-        stored = Stamp(*data["s"])
-        if stamp is not None and stored != stamp:
-            return None
-        return stored, {name: decode_fact(name, raw) for name, raw in data["f"].items()}
+        return Stamp(*data["s"]), {name: decode_fact(name, raw) for name, raw in data["f"].items()}
     except (ValueError, KeyError, TypeError, AttributeError):
         log.warning("fact cache: unreadable entry ignored")  # written by another version?
         return None
@@ -234,9 +230,8 @@ class RedisFactCache:
         return result
 
     def get(self, id_number: str, stamp: Stamp) -> Facts | None:
-        payload = self._call("get", self._key(id_number))
-        entry = None if payload is None else _decode_entry(payload, stamp)
-        return None if entry is None else entry[1]
+        entry = self.peek(id_number)
+        return None if entry is None or entry[0] != stamp else entry[1]
 
     def peek(self, id_number: str) -> Entry | None:
         payload = self._call("get", self._key(id_number))
@@ -252,6 +247,12 @@ class RedisFactCache:
             return None
         self._succeeded()
         return None if payload is None else _decode_entry(payload)
+
+    async def aclose(self) -> None:
+        """Close this event loop's client (call on the loop, before it ends)."""
+        gets = self._async_clients.pop(asyncio.get_running_loop(), None)
+        if gets is not None:
+            await gets.aclose()
 
     def _grouped_gets(self) -> GroupedGets:
         """One asyncio client per event loop (its connections belong to the loop)."""
@@ -331,6 +332,11 @@ class TieredFactCache:
         ids = list(id_numbers)
         self.near.invalidate(ids)
         self.far.invalidate(ids)
+
+    async def aclose(self) -> None:
+        closer = getattr(self.far, "aclose", None)
+        if closer is not None:
+            await closer()
 
     def close(self) -> None:
         closer = getattr(self.far, "close", None)

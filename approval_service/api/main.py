@@ -46,6 +46,7 @@ def create_app(
         try:
             yield
         finally:
+            await built.aclose_loop_clients()  # they belong to this loop, which ends here
             if container is None:
                 built.close()
 

@@ -105,6 +105,12 @@ class Container:
         remember_policies(container)
         return container
 
+    async def aclose_loop_clients(self) -> None:
+        """Close what the current event loop opened (the cache's asyncio Redis client)."""
+        closer = getattr(self.cache, "aclose", None)
+        if closer is not None:
+            await closer()
+
     def close(self) -> None:
         self.committer.close()
         closer = getattr(self.cache, "close", None)
