@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import Connection, Table, exc, text
+from sqlalchemy import Connection, Table, exc
 
 from approval_service.engine.backends import Decider
 from approval_service.errors import RequestError
@@ -37,7 +37,7 @@ from approval_service.service.documents import application_document, project_fac
 from approval_service.service.identifiers import time_ordered_id
 from approval_service.service.issuing import ACTIONS, IssueContext
 from approval_service.service.requests import Application, validate_application
-from data_lookups.database import is_postgres, read_connection
+from data_lookups.database import read_connection
 from data_lookups.facts import Facts, Stamp
 from data_lookups.id_numbers import mask_id
 
@@ -78,6 +78,18 @@ class _Outcome:
 
 class IdempotencyMismatch(RequestError):
     """The same Idempotency-Key was sent before with a different request."""
+
+
+def _first_answer(earlier: tuple[str | None, dict[str, Any]], digest: str | None) -> dict[str, Any]:
+    """The first response for a repeated key, if the request is the same as then."""
+    first_digest, document = earlier
+    if first_digest != digest:
+        raise IdempotencyMismatch(
+            "this Idempotency-Key was already used for a different request; "
+            "use a new key for a new application",
+            field="Idempotency-Key",
+        )
+    return document
 
 
 def new_application_id() -> str:
@@ -226,8 +238,10 @@ class ApplicationService:
         """The first response, when this request's key lost a race with its twin."""
         if p.idempotency_key is None:
             return None
+        key = (p.channel, p.idempotency_key)
         with read_connection(self.c.engine) as conn:
-            earlier = self._replay(conn, p.channel, p.idempotency_key, p.digest or "")
+            found = group_store.earlier_answers(conn, [key])
+        earlier = _first_answer(found[key], p.digest) if key in found else None
         if earlier is not None:
             log.info("an idempotent retry raced the first request; returning the first response")
         return earlier
@@ -271,13 +285,7 @@ class ApplicationService:
         for p in group:
             key = None if p.idempotency_key is None else (p.channel, p.idempotency_key)
             if key is not None and key in earlier:  # a repeat: the first answer, nothing new
-                digest, document = earlier[key]
-                if digest != p.digest:
-                    raise IdempotencyMismatch(
-                        "this Idempotency-Key was already used for a different request; "
-                        "use a new key for a new application",
-                        field="Idempotency-Key",
-                    )
+                document = _first_answer(earlier[key], p.digest)
                 outcomes.append(_Outcome(document, False, "", False, False))
                 continue
             outcome, rows = self._record_one(conn, p, stamps, changed)
@@ -323,25 +331,8 @@ class ApplicationService:
         return _Outcome(doc, True, decision["decision"], issued, redecided), rows
 
     def lock_person(self, conn: Connection, applicant_id: str) -> None:
-        if is_postgres(conn):
-            conn.execute(
-                text("SELECT pg_advisory_xact_lock(hashtextextended(:id, 0))"), {"id": applicant_id}
-            )
-        # SQLite: the write transaction (BEGIN IMMEDIATE) already serialises every writer
-
-    def _replay(
-        self, conn: Connection, channel: str, key: str, digest: str
-    ) -> dict[str, Any] | None:
-        found = records.find_by_idempotency(conn, channel, key)
-        if found is None:
-            return None
-        if found["request_hash"] != digest:
-            raise IdempotencyMismatch(
-                "this Idempotency-Key was already used for a different request; "
-                "use a new key for a new application",
-                field="Idempotency-Key",
-            )
-        return dict(found["document"])
+        """The same per-person lock the group writer takes (see :mod:`group_store`)."""
+        group_store.lock_people(conn, [applicant_id])
 
     def _rows(
         self,

@@ -67,6 +67,15 @@ def _driver(conn: Connection) -> psycopg.Connection[Any] | None:
     return driver
 
 
+def lock_people(conn: Connection, people: Iterable[str]) -> None:
+    """Take the people's locks until the transaction ends (PostgreSQL; SQLite's write
+    transaction, BEGIN IMMEDIATE, already serialises every writer)."""
+    driver = _driver(conn)
+    if driver is not None:
+        with _translated(_LOCK):
+            driver.execute(_LOCK, {"ids": joined_ids(people)}, prepare=False)
+
+
 def open_group(
     conn: Connection,
     facts: SqlFactSource,

@@ -80,15 +80,6 @@ policy_versions = Table(
 )
 
 
-def find_by_idempotency(conn: Connection, channel: str, key: str) -> dict[str, Any] | None:
-    found = conn.execute(
-        select(applications.c.request_hash, applications.c.document).where(
-            applications.c.channel == channel, applications.c.idempotency_key == key
-        )
-    ).first()
-    return None if found is None else {"request_hash": found[0], "document": found[1]}
-
-
 def get_application(
     conn: Connection, application_id: str, for_update: bool = False
 ) -> dict[str, Any] | None:
