@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import date
 from decimal import Decimal
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from sqlalchemy import Connection, exc, insert, select, text, update
 
@@ -80,6 +80,11 @@ def issue_allowance(
     _in_savepoint(conn, f"allowance for {mask_id(id_number)} (one is already active)", work)
 
 
+def card_number(number: int) -> str:
+    """The card number for a drawn counter value: the prefix and at least ten digits."""
+    return f"{CARD_NO_PREFIX}{number:010d}"
+
+
 def _next_card_no(conn: Connection) -> str:
     while True:
         if conn.dialect.name == "postgresql":
@@ -91,7 +96,7 @@ def _next_card_no(conn: Connection) -> str:
                     "RETURNING last_value"
                 )
             ).scalar_one()
-        card_no = f"{CARD_NO_PREFIX}{int(number):010d}"
+        card_no = card_number(int(number))
         taken = conn.execute(select(SeniorCard.card_no).where(SeniorCard.card_no == card_no))
         if taken.first() is None:  # an imported card may use the same number: skip it
             return card_no
@@ -130,21 +135,26 @@ def issue_card(
     return _in_savepoint(conn, f"card for {mask_id(id_number)} (one is already valid)", work)
 
 
-def cancel_card(conn: Connection, card_no: str, reason: str, on: date) -> None:
-    """Cancel a valid card as ``lost`` or ``renewed``; :class:`IssuanceConflict` if not valid."""
+def cancel_card(
+    conn: Connection, card_no: str, reason: str, on: date, holder: str | None = None
+) -> None:
+    """Cancel a valid card as ``lost`` or ``renewed``; :class:`IssuanceConflict` if it is
+    not valid (or, with ``holder``, not that person's)."""
     if reason not in ("lost", "renewed"):
         raise ValueError("reason must be 'lost' or 'renewed'")
+    query = update(SeniorCard).where(SeniorCard.card_no == card_no, SeniorCard.status == "valid")
+    if holder is not None:
+        query = query.where(SeniorCard.id_number == holder)
 
     def work() -> None:
-        holder = conn.execute(
-            update(SeniorCard)
-            .where(SeniorCard.card_no == card_no, SeniorCard.status == "valid")
-            .values(status="cancelled", cancel_reason=reason, cancelled_on=on)
-            .returning(SeniorCard.id_number)
+        found = conn.execute(
+            query.values(status="cancelled", cancel_reason=reason, cancelled_on=on).returning(
+                SeniorCard.id_number
+            )
         ).scalar_one_or_none()
-        if holder is None:
-            raise IssuanceConflict(f"card {card_no} is not a valid card")
-        bump_versions(conn, [holder])
+        if found is None:
+            raise IssuanceConflict(f"card {card_no} is not a valid card of the applicant")
+        bump_versions(conn, [found])
 
     _in_savepoint(conn, f"cancelling card {card_no}", work)
 
@@ -221,3 +231,73 @@ def close_fund_for_retirement(
         f"retirement withdrawal for {mask_id(id_number)}",
         lambda: _withdraw(conn, id_number, amount, on, application_id, "retirement"),
     )
+
+
+class Issuer(Protocol):
+    """The primitives above, bound to one transaction (see :class:`DirectIssuer` and
+    :class:`data_lookups.issuance_pipeline.PipelinedIssuer`). An issuer may queue its
+    work: :meth:`flush` sends it, and raises :class:`IssuanceConflict` for any of it."""
+
+    def issue_allowance(
+        self, id_number: str, start_date: date, monthly_amount: Decimal, application_id: str | None
+    ) -> None: ...
+
+    def issue_card(
+        self,
+        id_number: str,
+        card_type: str,
+        issued_on: date,
+        expires_on: date,
+        application_id: str | None,
+    ) -> str: ...
+
+    def cancel_card(self, card_no: str, reason: str, on: date, holder: str) -> None: ...
+
+    def record_rent_withdrawal(
+        self, id_number: str, amount: Decimal, on: date, application_id: str | None
+    ) -> None: ...
+
+    def close_fund_for_retirement(
+        self, id_number: str, amount: Decimal, on: date, application_id: str | None
+    ) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class DirectIssuer:
+    """Each primitive at once, in its savepoint: the caller's transaction survives a
+    conflict (an officer's decision, SQLite, anything not on the group writer's hot path)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def issue_allowance(
+        self, id_number: str, start_date: date, monthly_amount: Decimal, application_id: str | None
+    ) -> None:
+        issue_allowance(self.conn, id_number, start_date, monthly_amount, application_id)
+
+    def issue_card(
+        self,
+        id_number: str,
+        card_type: str,
+        issued_on: date,
+        expires_on: date,
+        application_id: str | None,
+    ) -> str:
+        return issue_card(self.conn, id_number, card_type, issued_on, expires_on, application_id)
+
+    def cancel_card(self, card_no: str, reason: str, on: date, holder: str) -> None:
+        cancel_card(self.conn, card_no, reason, on, holder)
+
+    def record_rent_withdrawal(
+        self, id_number: str, amount: Decimal, on: date, application_id: str | None
+    ) -> None:
+        record_rent_withdrawal(self.conn, id_number, amount, on, application_id)
+
+    def close_fund_for_retirement(
+        self, id_number: str, amount: Decimal, on: date, application_id: str | None
+    ) -> None:
+        close_fund_for_retirement(self.conn, id_number, amount, on, application_id)
+
+    def flush(self) -> None:
+        """Nothing is queued: each primitive ran when called."""

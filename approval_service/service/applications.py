@@ -35,11 +35,12 @@ from approval_service.errors import RequestError
 from approval_service.service import group_store, notifications, records
 from approval_service.service.documents import application_document, project_facts
 from approval_service.service.identifiers import time_ordered_id
-from approval_service.service.issuing import ACTIONS, IssueContext
+from approval_service.service.issuing import ACTIONS, ISSUES_A_CARD, IssueContext
 from approval_service.service.requests import Application, validate_application
 from data_lookups.database import read_connection
 from data_lookups.facts import Facts, Stamp
 from data_lookups.id_numbers import mask_id
+from data_lookups.issuance import Issuer
 
 if TYPE_CHECKING:  # the container builds the group committer around this service
     from approval_service.service.container import Container
@@ -279,6 +280,11 @@ class ApplicationService:
         people = [p.app.applicant_id for p in group]
         keyed = [(p.channel, p.idempotency_key) for p in group if p.idempotency_key is not None]
         stamps, earlier = group_store.open_group(conn, self.c.sql_facts, people, keyed)
+        cards = sum(
+            p.decision["decision"] == "approved" and p.decider.policy.issue in ISSUES_A_CARD
+            for p in group
+        )
+        issuer = group_store.issuer(conn, cards_expected=cards)
         changed: set[str] = set()  # people this group has issued to
         outcomes: list[_Outcome] = []
         by_table: dict[Table, list[dict[str, Any]]] = {}
@@ -288,12 +294,13 @@ class ApplicationService:
                 document = _first_answer(earlier[key], p.digest)
                 outcomes.append(_Outcome(document, False, "", False, False))
                 continue
-            outcome, rows = self._record_one(conn, p, stamps, changed)
+            outcome, rows = self._record_one(conn, issuer, p, stamps, changed)
             outcomes.append(outcome)
             if key is not None:  # its twin later in this group gets the same answer
                 earlier[key] = (p.digest, outcome.document)
             for table, row in rows:
                 by_table.setdefault(table, []).append(row)
+        issuer.flush()
         group_store.insert_all(conn, by_table)
         return outcomes
 
@@ -308,13 +315,19 @@ class ApplicationService:
             self.c.facts.invalidate(old)
 
     def _record_one(
-        self, conn: Connection, p: _Pending, stamps: Mapping[str, Stamp], changed: set[str]
+        self,
+        conn: Connection,
+        issuer: Issuer,
+        p: _Pending,
+        stamps: Mapping[str, Stamp],
+        changed: set[str],
     ) -> tuple[_Outcome, list[tuple[Table, dict[str, Any]]]]:
         policy = p.decider.policy
         person = p.app.applicant_id
         facts, decision = p.facts, p.decision
         redecided = stamps[person] != p.stamp or person in changed
         if redecided:
+            issuer.flush()  # the facts read now must include what the group issued so far
             facts = self.c.sql_facts.gather_in(conn, person, policy.fact_names)
             decision = p.decider.decide(facts, p.now.date(), p.app.form, trace=True)
         extra: dict[str, Any] = {}
@@ -323,7 +336,7 @@ class ApplicationService:
             assert policy.issue is not None
             extra = ACTIONS[policy.issue](
                 IssueContext(
-                    conn, p.application_id, person, p.now.date(), decision["result"], facts
+                    issuer, p.application_id, person, p.now.date(), decision["result"], facts
                 )
             )
             changed.add(person)

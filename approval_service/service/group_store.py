@@ -2,10 +2,11 @@
 
 On PostgreSQL they go straight through psycopg, with no SQLAlchemy statement
 building on the hot path, and in pipelines, so that a group costs three round
-trips whatever its size (besides issuing): :func:`open_group` locks every person
-of the group (in one order, so two groups cannot deadlock), then reads their
-stamps and the first answers of repeated ``Idempotency-Key``s; :func:`insert_all`
-inserts every record; then the commit. Statements of a pipeline run one after
+trips whatever its size: :func:`open_group` locks every person of the group (in
+one order, so two groups cannot deadlock), then reads their stamps and the first
+answers of repeated ``Idempotency-Key``s; the :func:`issuer` sends what the group
+issues (one more round trip, and one to draw card numbers when it issues cards);
+:func:`insert_all` inserts every record; then the commit. Statements of a pipeline run one after
 the other, each with its own snapshot, so the stamps are read after the locks
 are held. On SQLite (the embedded default, where the write transaction already
 serialises every writer) the same work goes through SQLAlchemy Core.
@@ -25,6 +26,8 @@ from approval_service.service.documents import dumps
 from approval_service.service.records import applications
 from data_lookups.database import is_postgres
 from data_lookups.facts import PG_STAMPS_SQL, SqlFactSource, Stamp, stamps_from_rows
+from data_lookups.issuance import DirectIssuer, Issuer
+from data_lookups.issuance_pipeline import PipelinedIssuer
 
 Row = Mapping[str, Any]
 #: (channel, Idempotency-Key) -> (hash of the first request, its response document)
@@ -98,6 +101,16 @@ def open_group(
         stamp_rows = stamps.fetchall()
         earlier_rows = earlier.fetchall() if earlier is not None else []
     return stamps_from_rows(people, stamp_rows), _earlier(earlier_rows)
+
+
+def issuer(conn: Connection, cards_expected: int) -> Issuer:
+    """Who issues for the group: on PostgreSQL, queued and sent in one pipeline (a
+    conflict then loses the transaction: the writer retries each entry alone);
+    on SQLite, each primitive at once."""
+    driver = _driver(conn)
+    if driver is None:
+        return DirectIssuer(conn)
+    return PipelinedIssuer(driver, cards_expected)
 
 
 def _key_params(wanted: Sequence[tuple[str, str]]) -> dict[str, list[str]]:

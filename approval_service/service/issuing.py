@@ -1,11 +1,14 @@
 """Issuing an approved result into the registries, inside the decision's transaction.
 
 A policy names its issuance action (``issue:`` in the policy file); each action
-here turns the engine's result into registry changes through
-:mod:`data_lookups.issuance`, and returns what issuing adds to the result (a
-card number). Registry constraints are the last line of defence:
-:class:`~approval_service.errors.IssuanceConflict` rolls the savepoint back and
-the caller decides again on fresh facts.
+here turns the engine's result into registry changes through an
+:class:`~data_lookups.issuance.Issuer` bound to the decision's transaction, and
+returns what issuing adds to the result (a card number). The group writer's
+issuer queues the changes and sends a group's at once
+(:class:`~data_lookups.issuance_pipeline.PipelinedIssuer`); an officer's decision
+issues at once (:class:`~data_lookups.issuance.DirectIssuer`). Registry
+constraints are the last line of defence: a change that would break one raises
+:class:`~approval_service.errors.IssuanceConflict`, and nothing is issued.
 """
 
 from __future__ import annotations
@@ -15,14 +18,12 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection
-
-from data_lookups import issuance
+from data_lookups.issuance import Issuer
 
 
 @dataclass(frozen=True)
 class IssueContext:
-    conn: Connection
+    issuer: Issuer
     application_id: str
     applicant_id: str
     today: date
@@ -38,8 +39,7 @@ def _valid_cards(ctx: IssueContext) -> list[Mapping[str, Any]]:
 
 
 def create_allowance(ctx: IssueContext) -> dict[str, Any]:
-    issuance.issue_allowance(
-        ctx.conn,
+    ctx.issuer.issue_allowance(
         ctx.applicant_id,
         ctx.result["payment_start"],
         ctx.result["monthly_amount"],
@@ -49,22 +49,21 @@ def create_allowance(ctx: IssueContext) -> dict[str, Any]:
 
 
 def rent_withdrawal(ctx: IssueContext) -> dict[str, Any]:
-    issuance.record_rent_withdrawal(
-        ctx.conn, ctx.applicant_id, ctx.result["amount"], ctx.today, ctx.application_id
+    ctx.issuer.record_rent_withdrawal(
+        ctx.applicant_id, ctx.result["amount"], ctx.today, ctx.application_id
     )
     return {}
 
 
 def retirement_withdrawal(ctx: IssueContext) -> dict[str, Any]:
-    issuance.close_fund_for_retirement(
-        ctx.conn, ctx.applicant_id, ctx.result["amount"], ctx.today, ctx.application_id
+    ctx.issuer.close_fund_for_retirement(
+        ctx.applicant_id, ctx.result["amount"], ctx.today, ctx.application_id
     )
     return {}
 
 
 def _new_card(ctx: IssueContext, expires_on: date) -> str:
-    return issuance.issue_card(
-        ctx.conn,
+    return ctx.issuer.issue_card(
         ctx.applicant_id,
         ctx.result["card_type"],
         ctx.result["issued_on"],
@@ -77,7 +76,7 @@ def new_card(ctx: IssueContext) -> dict[str, Any]:
     # a card past its expiry may still be marked valid in the registry: it is superseded
     for card in _valid_cards(ctx):
         if card["expires_on"] < ctx.today:
-            issuance.cancel_card(ctx.conn, card["card_no"], "renewed", ctx.today)
+            ctx.issuer.cancel_card(card["card_no"], "renewed", ctx.today, ctx.applicant_id)
     return {"card_no": _new_card(ctx, ctx.result["expires_on"])}
 
 
@@ -86,7 +85,7 @@ def replacement_card(ctx: IssueContext) -> dict[str, Any]:
         (c for c in _valid_cards(ctx) if c["expires_on"] >= ctx.today),
         key=lambda c: c["expires_on"],
     )
-    issuance.cancel_card(ctx.conn, lost["card_no"], "lost", ctx.today)
+    ctx.issuer.cancel_card(lost["card_no"], "lost", ctx.today, ctx.applicant_id)
     return {"card_no": _new_card(ctx, lost["expires_on"]), "replaces_card_no": lost["card_no"]}
 
 
@@ -94,7 +93,7 @@ def renewal_card(ctx: IssueContext) -> dict[str, Any]:
     cards = list(ctx.facts.get("cards") or [])
     latest = max(cards, key=lambda c: c["expires_on"]) if cards else None
     for card in _valid_cards(ctx):
-        issuance.cancel_card(ctx.conn, card["card_no"], "renewed", ctx.today)
+        ctx.issuer.cancel_card(card["card_no"], "renewed", ctx.today, ctx.applicant_id)
     extra: dict[str, Any] = {"card_no": _new_card(ctx, ctx.result["expires_on"])}
     if latest is not None:
         extra["replaces_card_no"] = latest["card_no"]
@@ -109,3 +108,6 @@ ACTIONS: dict[str, Action] = {
     "replacement_card": replacement_card,
     "renewal_card": renewal_card,
 }
+
+#: the actions that issue one new card each
+ISSUES_A_CARD = frozenset({"new_card", "replacement_card", "renewal_card"})

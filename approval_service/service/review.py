@@ -23,6 +23,7 @@ from approval_service.service.documents import jsonable
 from approval_service.service.explaining import UnknownApplication
 from approval_service.service.issuing import ACTIONS, IssueContext
 from data_lookups.database import read_connection, write_transaction
+from data_lookups.issuance import DirectIssuer
 
 OFFICER_BASIS = "窗口工作人员审核"
 
@@ -166,6 +167,6 @@ def _approve(
     extra: dict[str, Any] = {}
     if policy.issue:
         extra = ACTIONS[policy.issue](
-            IssueContext(conn, row["id"], row["applicant_id"], today, result, facts)
+            IssueContext(DirectIssuer(conn), row["id"], row["applicant_id"], today, result, facts)
         )
     return {"decision": "approved", "reasons": [], "result": jsonable({**result, **extra})}

@@ -1,0 +1,261 @@
+"""The pipelined issuer does what the direct one does, refuses what it refuses, in one trip.
+
+Each case runs twice on real PostgreSQL, on two people with the same registry
+rows: once through :class:`DirectIssuer` (savepoints, one primitive at a time),
+once through :class:`PipelinedIssuer` (queued, sent by ``flush``). Both must
+come to the same registry state, or both refuse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from registry_rows import new_id, write_jsonl
+from sqlalchemy import Engine, text
+
+from approval_service.errors import IssuanceConflict
+from data_lookups.database import write_transaction
+from data_lookups.facts import SqlFactSource
+from data_lookups.importer import import_directory
+from data_lookups.issuance import DirectIssuer, Issuer
+from data_lookups.issuance_pipeline import PipelinedIssuer
+
+D = date(2026, 11, 23)
+EXPIRES = date(2031, 11, 23)
+OLD_CARD = "old"  # stands for the person's imported valid card in the cases below
+
+Case = Callable[[Issuer, str, str], None]  # (issuer, the person, their imported card)
+
+
+def _card(i: Issuer, me: str) -> str:
+    return i.issue_card(me, "A", D, EXPIRES, "app")
+
+
+def _rent(amount: str, times: int = 1) -> Case:
+    def work(i: Issuer, me: str, card: str) -> None:
+        for n in range(times):
+            i.record_rent_withdrawal(me, Decimal(amount), D, f"r{n}")
+
+    return work
+
+
+def _retire(amount: str) -> Case:
+    return lambda i, me, card: i.close_fund_for_retirement(me, Decimal(amount), D, "x")
+
+
+def _allowances(times: int) -> Case:
+    def work(i: Issuer, me: str, card: str) -> None:
+        for n in range(times):
+            i.issue_allowance(me, D, Decimal("60"), f"a{n}")
+
+    return work
+
+
+def _renew(i: Issuer, me: str, card: str) -> None:
+    i.cancel_card(card, "renewed", D, me)
+    _card(i, me)
+
+
+def _cancel_twice(i: Issuer, me: str, card: str) -> None:
+    i.cancel_card(card, "lost", D, me)
+    i.cancel_card(card, "lost", D, me)
+
+
+CASES: list[tuple[str, str, Case, bool]] = [
+    # (case, the fund account's status, what is issued, refused)
+    ("allowance", "normal", _allowances(1), False),
+    ("second active allowance", "normal", _allowances(2), True),
+    ("rent within balance", "normal", _rent("2400.004"), False),
+    ("rent of the whole balance", "normal", _rent("3000.00"), False),
+    ("two rents in one transaction", "normal", _rent("1000.00", times=2), False),
+    ("rent above balance", "normal", _rent("3000.01"), True),
+    ("rent below a cent", "normal", _rent("0.004"), True),
+    ("rent from a sealed account", "sealed", _rent("1.00"), True),
+    ("retirement of the balance", "sealed", _retire("3000.00"), False),
+    ("retirement of another amount", "normal", _retire("2999.99"), True),
+    ("retirement from a frozen account", "frozen", _retire("3000.00"), True),
+    ("renewal", "normal", _renew, False),
+    ("second valid card", "normal", lambda i, me, card: _card(i, me) and None, True),
+    ("card cancelled twice", "normal", _cancel_twice, True),
+    ("someone else's card", "normal", lambda i, me, c: i.cancel_card(c, "lost", D, new_id()), True),
+]
+
+
+def _registry(engine: Engine, tmp_path: Path, people: list[str], fund_status: str) -> list[str]:
+    """Import a fund account (3000.00) and one valid card per person; their card numbers."""
+    cards = [f"AH3416{900_000_000 + n:010d}" for n, _ in enumerate(people)]
+    write_jsonl(
+        tmp_path,
+        "fund_accounts.jsonl",
+        [
+            {
+                "id_number": me,
+                "account_no": f"G{me}",
+                "status": fund_status,
+                "balance": "3000.00",
+                "continuous_months": 12,
+                "has_outstanding_loan": False,
+                "last_rent_withdrawal_date": None,
+                "retirement_category": "male60",
+            }
+            for me in people
+        ],
+    )
+    write_jsonl(
+        tmp_path,
+        "senior_cards.jsonl",
+        [
+            {
+                "card_no": card,
+                "id_number": me,
+                "card_type": "A",
+                "status": "valid",
+                "issued_on": "2022-01-01",
+                "expires_on": "2027-01-01",
+                "cancel_reason": None,
+                "cancelled_on": None,
+            }
+            for me, card in zip(people, cards, strict=True)
+        ],
+    )
+    assert import_directory(engine, tmp_path, today=D).ok
+    return cards
+
+
+@contextmanager
+def _pipelined(engine: Engine, cards_expected: int = 0) -> Iterator[PipelinedIssuer]:
+    with write_transaction(engine) as conn:
+        issuer = PipelinedIssuer(conn.connection.driver_connection, cards_expected)  # type: ignore[arg-type]
+        yield issuer
+        issuer.flush()
+
+
+@contextmanager
+def _direct(engine: Engine) -> Iterator[Issuer]:
+    with write_transaction(engine) as conn:
+        yield DirectIssuer(conn)
+
+
+def _state(engine: Engine, me: str) -> dict[str, Any]:
+    facts = SqlFactSource(engine).gather(me, frozenset({"allowances", "cards", "fund"}))
+    cards = [{k: v for k, v in c.items() if k != "card_no"} for c in facts["cards"] or []]
+    with engine.connect() as conn:
+        version = conn.execute(
+            text("SELECT version FROM fact_versions WHERE id_number = :me"), {"me": me}
+        ).scalar()
+        withdrawals = conn.execute(
+            text(
+                "SELECT kind, amount, withdrawn_on, application_id FROM fund_withdrawals "
+                "WHERE id_number = :me ORDER BY id"
+            ),
+            {"me": me},
+        ).all()
+    return {
+        "allowances": facts["allowances"],
+        "cards": cards,
+        "fund": {k: v for k, v in (facts["fund"] or {}).items() if k != "account_no"},
+        "withdrawals": [tuple(w) for w in withdrawals],
+        "changed": version is not None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("case", "fund_status", "work", "refused"), CASES, ids=[c[0] for c in CASES]
+)
+def test_pipelined_issuer_matches_the_direct_one(
+    pg_engine: Engine, tmp_path: Path, case: str, fund_status: str, work: Case, refused: bool
+) -> None:
+    direct_me, piped_me = new_id(), new_id()
+    direct_card, piped_card = _registry(pg_engine, tmp_path, [direct_me, piped_me], fund_status)
+    outcomes = []
+    for issuing, me, card in (
+        (_direct, direct_me, direct_card),
+        (_pipelined, piped_me, piped_card),
+    ):
+        try:
+            with issuing(pg_engine) as issuer:
+                work(issuer, me, card)
+            outcomes.append(False)
+        except IssuanceConflict as error:
+            assert me not in str(error)  # masked
+            outcomes.append(True)
+    assert outcomes == [refused, refused]
+    direct, piped = _state(pg_engine, direct_me), _state(pg_engine, piped_me)
+    assert direct == piped
+    assert piped["changed"] is not refused  # a change bumps the version; a refusal leaves none
+
+
+def _versions(engine: Engine) -> list[tuple[str, int]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text("SELECT * FROM fact_versions ORDER BY 1"))]
+
+
+def test_nothing_queued_changes_nothing(pg_engine: Engine) -> None:
+    before = _versions(pg_engine)
+    with _pipelined(pg_engine) as issuer:
+        issuer.flush()
+    assert _versions(pg_engine) == before
+
+
+def _next_number(engine: Engine) -> int:
+    """The value the card sequence hands out next."""
+    with engine.connect() as conn:
+        last, called = conn.execute(text("SELECT last_value, is_called FROM card_no_seq")).one()
+    return int(last) + 1 if called else int(last)
+
+
+def test_cards_are_drawn_together_and_skip_numbers_an_import_uses(
+    pg_engine: Engine, tmp_path: Path
+) -> None:
+    first = _next_number(pg_engine)
+    taken = f"AH3416{first + 1:010d}"  # the second number the next draw gives
+    holder = new_id()
+    write_jsonl(
+        tmp_path,
+        "senior_cards.jsonl",
+        [
+            {
+                "card_no": taken,
+                "id_number": holder,
+                "card_type": "A",
+                "status": "valid",
+                "issued_on": "2022-01-01",
+                "expires_on": "2027-01-01",
+                "cancel_reason": None,
+                "cancelled_on": None,
+            }
+        ],
+    )
+    assert import_directory(pg_engine, tmp_path, today=D).ok
+    people = [new_id() for _ in range(3)]
+    with _pipelined(pg_engine, cards_expected=3) as issuer:
+        numbers = [_card(issuer, me) for me in people]
+    # three expected: one statement drew three; one was taken, so one more was drawn
+    assert _next_number(pg_engine) == first + 4
+    assert taken not in numbers and len(set(numbers)) == 3
+    assert numbers == sorted(numbers)  # handed out in the order drawn
+    with _pipelined(pg_engine, cards_expected=0) as issuer:  # none expected: still issues
+        extra = _card(issuer, new_id())
+    assert extra == f"AH3416{first + 4:010d}"
+
+
+def test_a_conflict_loses_the_whole_queue(pg_engine: Engine) -> None:
+    me, other = new_id(), new_id()
+    conflict = pytest.raises(IssuanceConflict, match="uq_allowances_one_active")
+    with conflict, _pipelined(pg_engine) as issuer:
+        issuer.issue_allowance(other, D, Decimal("60"), "fine")
+        issuer.issue_allowance(me, D, Decimal("60"), "a")
+        issuer.issue_allowance(me, D, Decimal("60"), "b")
+    for person in (me, other):
+        assert _state(pg_engine, person)["allowances"] == []
+
+
+def test_a_bad_cancel_reason_is_refused_before_anything_is_sent(pg_engine: Engine) -> None:
+    with _pipelined(pg_engine) as issuer, pytest.raises(ValueError, match="lost"):
+        issuer.cancel_card("AH34160000000001", "stolen", D, new_id())
