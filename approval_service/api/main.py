@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from approval_service.api import errors
+from approval_service.api.collector import tune_for_serving
 from approval_service.api.fast_lane import FastLane
 from approval_service.api.limits import BodyLimit
 from approval_service.api.responses import JSON
@@ -43,6 +44,8 @@ def create_app(
         app.state.service = ApplicationService(built)
         app.state.api_keys = api_keys if api_keys is not None else built.settings.channel_keys()
         app.state.officers = built.settings.officers()
+        if container is None:  # a serving worker (tests pass their own container)
+            tune_for_serving()
         try:
             yield
         finally:
