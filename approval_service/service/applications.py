@@ -37,7 +37,7 @@ from approval_service.service.documents import application_document, project_fac
 from approval_service.service.identifiers import time_ordered_id
 from approval_service.service.issuing import ACTIONS, ISSUES_A_CARD, IssueContext
 from approval_service.service.requests import Application, validate_application
-from data_lookups.database import read_connection
+from data_lookups.database import is_postgres, read_connection
 from data_lookups.facts import Facts, Stamp
 from data_lookups.id_numbers import mask_id
 from data_lookups.issuance import Issuer
@@ -64,6 +64,9 @@ class _Pending:
     stamp: Stamp  # the registry state the facts were read at
     facts: Facts
     decision: dict[str, Any]
+    # the response and its rows, built before the group writer when nothing is to be
+    # issued: the writer uses them as they are unless it must decide again
+    prebuilt: tuple[dict[str, Any], list[group_store.Prepared]] | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ def request_hash(app: Application) -> str:
 class ApplicationService:
     def __init__(self, container: Container) -> None:
         self.c = container
+        self._postgres = is_postgres(container.engine)
 
     # reading -------------------------------------------------------------
     def _prepare(
@@ -220,7 +224,7 @@ class ApplicationService:
             "gather_ms": (gathered - started) * 1e3,
             "decide_ms": (time.perf_counter() - gathered) * 1e3,
         }
-        return _Pending(
+        pending = _Pending(
             channel=channel,
             idempotency_key=idempotency_key,
             digest=request_hash(app) if idempotency_key is not None else None,
@@ -234,6 +238,17 @@ class ApplicationService:
             facts=facts,
             decision=decision,
         )
+        if not self._issues(decider, decision):  # the writer is the bottleneck: build here
+            doc, rows = self._rows(pending, decision, facts, {})
+            pending.prebuilt = (doc, self._prepared(rows))
+        return pending
+
+    @staticmethod
+    def _issues(decider: Decider, decision: Mapping[str, Any]) -> bool:
+        return decision["decision"] == "approved" and decider.policy.issue is not None
+
+    def _prepared(self, rows: list[tuple[Table, dict[str, Any]]]) -> list[group_store.Prepared]:
+        return [group_store.prepare_row(self._postgres, table, row) for table, row in rows]
 
     def _raced_replay(self, p: _Pending) -> dict[str, Any] | None:
         """The first response, when this request's key lost a race with its twin."""
@@ -287,21 +302,20 @@ class ApplicationService:
         issuer = group_store.issuer(conn, cards_expected=cards)
         changed: set[str] = set()  # people this group has issued to
         outcomes: list[_Outcome] = []
-        by_table: dict[Table, list[dict[str, Any]]] = {}
+        rows: list[group_store.Prepared] = []
         for p in group:
             key = None if p.idempotency_key is None else (p.channel, p.idempotency_key)
             if key is not None and key in earlier:  # a repeat: the first answer, nothing new
                 document = _first_answer(earlier[key], p.digest)
                 outcomes.append(_Outcome(document, False, "", False, False))
                 continue
-            outcome, rows = self._record_one(conn, issuer, p, stamps, changed)
+            outcome, prepared = self._record_one(conn, issuer, p, stamps, changed)
             outcomes.append(outcome)
             if key is not None:  # its twin later in this group gets the same answer
                 earlier[key] = (p.digest, outcome.document)
-            for table, row in rows:
-                by_table.setdefault(table, []).append(row)
+            rows.extend(prepared)
         issuer.flush()
-        group_store.insert_all(conn, by_table)
+        group_store.insert_prepared(conn, rows)
         return outcomes
 
     def after_commit(self, group: Sequence[_Pending], outcomes: Sequence[_Outcome]) -> None:
@@ -321,17 +335,20 @@ class ApplicationService:
         p: _Pending,
         stamps: Mapping[str, Stamp],
         changed: set[str],
-    ) -> tuple[_Outcome, list[tuple[Table, dict[str, Any]]]]:
+    ) -> tuple[_Outcome, list[group_store.Prepared]]:
         policy = p.decider.policy
         person = p.app.applicant_id
         facts, decision = p.facts, p.decision
         redecided = stamps[person] != p.stamp or person in changed
+        if not redecided and p.prebuilt is not None:
+            doc, prepared = p.prebuilt
+            return _Outcome(doc, True, decision["decision"], False, False), prepared
         if redecided:
             issuer.flush()  # the facts read now must include what the group issued so far
             facts = self.c.sql_facts.gather_in(conn, person, policy.fact_names)
             decision = p.decider.decide(facts, p.now.date(), p.app.form, trace=True)
         extra: dict[str, Any] = {}
-        issued = decision["decision"] == "approved" and policy.issue is not None
+        issued = self._issues(p.decider, decision)
         if issued:
             assert policy.issue is not None
             extra = ACTIONS[policy.issue](
@@ -341,7 +358,8 @@ class ApplicationService:
             )
             changed.add(person)
         doc, rows = self._rows(p, decision, facts, extra)
-        return _Outcome(doc, True, decision["decision"], issued, redecided), rows
+        outcome = _Outcome(doc, True, decision["decision"], issued, redecided)
+        return outcome, self._prepared(rows)
 
     def lock_person(self, conn: Connection, applicant_id: str) -> None:
         """The same per-person lock the group writer takes (see :mod:`group_store`)."""

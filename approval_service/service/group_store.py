@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -147,33 +148,64 @@ def earlier_answers(conn: Connection, keys: Iterable[tuple[str, str]]) -> Earlie
     return {(channel, key): (digest, dict(document)) for channel, key, digest, document in rows}
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One row to insert, ready for :func:`insert_prepared`.
+
+    On PostgreSQL ``values`` are the statement's parameters in column order, JSON
+    columns already turned into text (the costly part, done by whoever prepares the
+    row, so the group writer need not); on SQLite, the row itself.
+    """
+
+    table: Table
+    columns: tuple[str, ...]
+    values: Sequence[Any] | Mapping[str, Any]
+
+
+def prepare_row(postgres: bool, table: Table, row: Mapping[str, Any]) -> Prepared:
+    """A row for :func:`insert_prepared`; a None in a JSON column will be JSON ``null``,
+    as SQLAlchemy's JSON type stores it."""
+    columns = tuple(row)
+    if not postgres:
+        return Prepared(table, columns, row)
+    _, json_columns = _insert_statement(table, columns)
+    return Prepared(
+        table, columns, [dumps(row[c]) if c in json_columns else row[c] for c in columns]
+    )
+
+
+def insert_prepared(conn: Connection, rows: Iterable[Prepared]) -> None:
+    """Insert prepared rows, table by table in the order the tables first appear.
+
+    PostgreSQL: one pipeline of ``executemany`` inserts, one round trip in all.
+    """
+    by_statement: dict[tuple[Table, tuple[str, ...]], list[Any]] = {}
+    for row in rows:
+        by_statement.setdefault((row.table, row.columns), []).append(row.values)
+    driver = _driver(conn)
+    if driver is None:
+        for (table, _), values in by_statement.items():
+            conn.execute(insert(table), values)
+        return
+    with _translated("inserting the group's records"), driver.pipeline(), driver.cursor() as cur:
+        for (table, columns), values in by_statement.items():
+            statement, _ = _insert_statement(table, columns)
+            cur.executemany(statement, values)
+
+
 def insert_all(
     conn: Connection, rows_by_table: Mapping[Table, Sequence[Mapping[str, Any]]]
 ) -> None:
-    """Insert every table's rows (each table's rows all have the same keys).
-
-    PostgreSQL: one pipeline of ``executemany`` inserts, one round trip in all.
-    A None in a JSON column is stored as JSON ``null``, as SQLAlchemy's JSON type does.
-    """
-    driver = _driver(conn)
-    if driver is None:
-        for table, rows in rows_by_table.items():
-            if rows:
-                conn.execute(insert(table), list(rows))
-        return
-    with _translated("inserting the group's records"), driver.pipeline(), driver.cursor() as cur:
-        for table, rows in rows_by_table.items():
-            if not rows:
-                continue
-            columns = list(rows[0])
-            statement, json_columns = _insert_statement(table, tuple(columns))
-            cur.executemany(
-                statement,
-                [
-                    [dumps(row[name]) if name in json_columns else row[name] for name in columns]
-                    for row in rows
-                ],
-            )
+    """Insert every table's rows (see :func:`insert_prepared`)."""
+    postgres = _driver(conn) is not None
+    insert_prepared(
+        conn,
+        [
+            prepare_row(postgres, table, row)
+            for table, rows in rows_by_table.items()
+            for row in rows
+        ],
+    )
 
 
 _STATEMENTS: dict[tuple[str, tuple[str, ...]], tuple[str, frozenset[str]]] = {}
