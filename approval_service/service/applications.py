@@ -238,7 +238,9 @@ class ApplicationService:
             facts=facts,
             decision=decision,
         )
-        if not self._issues(decider, decision):  # the writer is the bottleneck: build here
+        # the writer is the bottleneck: build here what issuing cannot change (only a
+        # card's number, known once it is drawn in the writer, goes into the result)
+        if not self._issues(decider, decision) or decider.policy.issue not in ISSUES_A_CARD:
             doc, rows = self._rows(pending, decision, facts, {})
             pending.prebuilt = (doc, self._prepared(rows))
         return pending
@@ -290,7 +292,9 @@ class ApplicationService:
         its decision; otherwise (the cache was behind, or an earlier application of
         this group issued to the same person) it is decided again on facts read here.
         Approvals that issue do so now, under the lock, and every decision record and
-        notification is inserted at once (see :mod:`group_store`).
+        notification is inserted at once (see :mod:`group_store`). Records built before
+        the writer (see :meth:`_decide`) are used as they are unless the application was
+        decided again or issuing added to its result (a card number).
         """
         people = [p.app.applicant_id for p in group]
         keyed = [(p.channel, p.idempotency_key) for p in group if p.idempotency_key is not None]
@@ -340,9 +344,6 @@ class ApplicationService:
         person = p.app.applicant_id
         facts, decision = p.facts, p.decision
         redecided = stamps[person] != p.stamp or person in changed
-        if not redecided and p.prebuilt is not None:
-            doc, prepared = p.prebuilt
-            return _Outcome(doc, True, decision["decision"], False, False), prepared
         if redecided:
             issuer.flush()  # the facts read now must include what the group issued so far
             facts = self.c.sql_facts.gather_in(conn, person, policy.fact_names)
@@ -357,9 +358,12 @@ class ApplicationService:
                 )
             )
             changed.add(person)
+        outcome_of = (decision["decision"], issued, redecided)
+        if not redecided and not extra and p.prebuilt is not None:
+            doc, prepared = p.prebuilt  # built on the same decision, with nothing to add
+            return _Outcome(doc, True, *outcome_of), prepared
         doc, rows = self._rows(p, decision, facts, extra)
-        outcome = _Outcome(doc, True, decision["decision"], issued, redecided)
-        return outcome, self._prepared(rows)
+        return _Outcome(doc, True, *outcome_of), self._prepared(rows)
 
     def lock_person(self, conn: Connection, applicant_id: str) -> None:
         """The same per-person lock the group writer takes (see :mod:`group_store`)."""
