@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -90,6 +91,14 @@ def unavailable_as_registry_error() -> Iterator[None]:
         if isinstance(error, exc.OperationalError) and not _is_connectivity(error):
             raise
         raise RegistryUnavailable("the registry database cannot be reached; retry later") from error
+
+
+def connection_lost(error: psycopg.OperationalError) -> bool:
+    """Whether a psycopg error means the database cannot be reached (no SQLSTATE, a
+    connection exception, or the server shutting the session down), as opposed to an
+    error of this transaction (a deadlock, a serialisation failure, a lock timeout)."""
+    state = error.sqlstate
+    return state is None or state.startswith("08") or state.startswith("57P0")
 
 
 def _is_connectivity(error: exc.OperationalError) -> bool:

@@ -30,8 +30,10 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
+from sqlalchemy import exc
 
 from approval_service.errors import IssuanceConflict, RegistryUnavailable
+from data_lookups.database import connection_lost
 from data_lookups.id_numbers import mask_id
 from data_lookups.issuance import card_number
 from data_lookups.models import CARD_NO_PREFIX
@@ -55,18 +57,28 @@ _CANCEL = (
     "UPDATE senior_cards SET status = 'cancelled', cancel_reason = %s, cancelled_on = %s "
     "WHERE card_no = %s AND status = 'valid' AND id_number = %s"
 )
-_RENT = (
-    "UPDATE fund_accounts SET balance = balance - %(amount)s, last_rent_withdrawal_date = %(on)s "
+# a withdrawal is recorded only if the account's update changed its row (one statement)
+_WITHDRAWAL = (
+    "WITH paid AS ({update} RETURNING id_number) "
+    "INSERT INTO fund_withdrawals (id_number, kind, amount, withdrawn_on, application_id) "
+    "SELECT id_number, %(kind)s, %(amount)s, %(on)s, %(application)s FROM paid"
+)
+_RENT = _WITHDRAWAL.format(
+    update="UPDATE fund_accounts SET balance = balance - %(amount)s, "
+    "last_rent_withdrawal_date = %(on)s "
     "WHERE id_number = %(id)s AND status = 'normal' AND balance >= %(amount)s"
 )
-_RETIREMENT = (
-    "UPDATE fund_accounts SET balance = 0, status = 'closed' "
+_RETIREMENT = _WITHDRAWAL.format(
+    update="UPDATE fund_accounts SET balance = 0, status = 'closed' "
     "WHERE id_number = %(id)s AND status NOT IN ('closed', 'frozen') AND balance = %(amount)s"
 )
-_WITHDRAWAL = (
-    "INSERT INTO fund_withdrawals (id_number, kind, amount, withdrawn_on, application_id) "
-    "VALUES (%s, %s, %s, %s, %s)"
-)
+#: what breaking a registry constraint means, for the message
+_CONSTRAINTS = {
+    "uq_allowances_one_active": "the applicant already has an active allowance",
+    "uq_senior_cards_one_valid": "the applicant already holds a valid card",
+    "pk_senior_cards": "the card number is already in use",
+    "ck_fund_accounts_balance": "the balance would go below zero",
+}
 _BUMP = (
     "INSERT INTO fact_versions (id_number, version) "
     "SELECT id, 1 FROM unnest(%s::text[]) AS id "
@@ -84,6 +96,7 @@ class PipelinedIssuer:
         # (statement, parameters, message when it changes no row; None: any count will do)
         self._queued: list[tuple[str, Sequence[Any] | dict[str, Any], str | None]] = []
         self._changed: set[str] = set()
+        self._broken = False  # a flush failed: the transaction must be rolled back
 
     # the primitives ------------------------------------------------------------
     def issue_allowance(
@@ -122,10 +135,9 @@ class PipelinedIssuer:
             raise IssuanceConflict(refused + "the amount is below one cent")
         self._queue(
             _RENT,
-            {"id": id_number, "amount": amount, "on": on},
+            self._withdrawal(id_number, "rent", amount, on, application_id),
             refused + "the account is not normal or the balance is short",
         )
-        self._withdrawal(id_number, "rent", amount, on, application_id)
 
     def close_fund_for_retirement(
         self, id_number: str, amount: Decimal, on: date, application_id: str | None
@@ -133,19 +145,24 @@ class PipelinedIssuer:
         amount = amount.quantize(_CENT)
         self._queue(
             _RETIREMENT,
-            {"id": id_number, "amount": amount},
+            self._withdrawal(id_number, "retirement", amount, on, application_id),
             f"retirement withdrawal for {mask_id(id_number)}: "
             "the account is closed or frozen, or the balance moved",
         )
-        self._withdrawal(id_number, "retirement", amount, on, application_id)
 
     # sending --------------------------------------------------------------------
     def flush(self) -> None:
-        """Send everything queued and the version bumps in one pipeline; check each."""
+        """Send everything queued and the version bumps in one pipeline; check each.
+
+        After an :class:`IssuanceConflict` the rest of what was queued has been applied:
+        the caller must roll the transaction back, and this issuer refuses more work.
+        """
+        self._check_usable()
         if not self._queued:
             return
         queued, self._queued = self._queued, []
         changed, self._changed = sorted(self._changed), set()
+        self._broken = True  # until every statement is known to have done its part
         with _translated(), self._driver.pipeline():
             cursors = [
                 (self._driver.execute(sql, params, prepare=True), refused)
@@ -155,19 +172,34 @@ class PipelinedIssuer:
         for cursor, refused in cursors:
             if refused is not None and cursor.rowcount != 1:
                 raise IssuanceConflict(refused)
+        self._broken = False
+
+    def _check_usable(self) -> None:
+        if self._broken:
+            raise IssuanceConflict(
+                "an earlier issuance in this transaction was refused; roll it back first"
+            )
 
     def _queue(
         self, statement: str, params: Sequence[Any] | dict[str, Any], refused: str | None
     ) -> None:
+        self._check_usable()
         self._queued.append((statement, params, refused))
 
     def _withdrawal(
         self, id_number: str, kind: str, amount: Decimal, on: date, application_id: str | None
-    ) -> None:
-        self._queue(_WITHDRAWAL, (id_number, kind, amount, on, application_id), None)
+    ) -> dict[str, Any]:
         self._changed.add(id_number)
+        return {
+            "id": id_number,
+            "kind": kind,
+            "amount": amount,
+            "on": on,
+            "application": application_id,
+        }
 
     def _next_card_no(self) -> str:
+        self._check_usable()
         while not self._card_numbers:
             with _translated():
                 rows = self._driver.execute(
@@ -186,7 +218,10 @@ def _translated() -> Iterator[None]:
     try:
         yield
     except psycopg.IntegrityError as error:
-        constraint = error.diag.constraint_name or "a registry constraint"
-        raise IssuanceConflict(f"issuing would break {constraint}") from error
+        constraint = error.diag.constraint_name or ""
+        meaning = _CONSTRAINTS.get(constraint, "it would break a registry constraint")
+        raise IssuanceConflict(f"cannot issue: {meaning}") from error
     except psycopg.OperationalError as error:
+        if not connection_lost(error):  # a deadlock, say: this transaction's, retried alone
+            raise exc.OperationalError("issuing", None, error) from error
         raise RegistryUnavailable("the registry database cannot be reached; retry later") from error

@@ -361,6 +361,11 @@ class ApplicationService:
         outcome_of = (decision["decision"], issued, redecided)
         if not redecided and not extra and p.prebuilt is not None:
             doc, prepared = p.prebuilt  # built on the same decision, with nothing to add
+            timings = {**p.timings, "total_ms": (time.perf_counter() - p.started) * 1e3}
+            prepared = [
+                row.replaced("timings", timings) if row.table is records.applications else row
+                for row in prepared
+            ]
             return _Outcome(doc, True, *outcome_of), prepared
         doc, rows = self._rows(p, decision, facts, extra)
         return _Outcome(doc, True, *outcome_of), self._prepared(rows)
@@ -391,7 +396,7 @@ class ApplicationService:
             deadline = self.c.calendar.add_workdays(today, policy.referral_working_days)
             doc["deadline"] = deadline.isoformat()
             doc["supervision"] = self.c.calendar.supervision(today, deadline)
-        p.timings["total_ms"] = (time.perf_counter() - p.started) * 1e3
+        timings = {**p.timings, "total_ms": (time.perf_counter() - p.started) * 1e3}
         message = notifications.outbox_row(
             application_id=p.application_id,
             event="decided",
@@ -416,7 +421,7 @@ class ApplicationService:
             "facts": project_facts(policy, facts),
             "trace": decision.get("trace", []),
             "form": p.app.form,
-            "timings": p.timings,
+            "timings": timings,
             "decided_at": p.now,
             "deadline": deadline,
             "review_state": "open" if deadline is not None else None,

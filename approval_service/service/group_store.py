@@ -25,7 +25,7 @@ from sqlalchemy import JSON, Connection, Table, exc, insert, select, tuple_
 from approval_service.errors import RegistryUnavailable
 from approval_service.service.documents import dumps
 from approval_service.service.records import applications
-from data_lookups.database import is_postgres
+from data_lookups.database import connection_lost, is_postgres
 from data_lookups.facts import PG_STAMPS_SQL, SqlFactSource, Stamp, stamps_from_rows
 from data_lookups.issuance import DirectIssuer, Issuer
 from data_lookups.issuance_pipeline import PipelinedIssuer
@@ -61,6 +61,8 @@ def _translated(statement: str) -> Iterator[None]:
     except psycopg.IntegrityError as error:
         raise exc.IntegrityError(statement, None, error) from error
     except psycopg.OperationalError as error:
+        if not connection_lost(error):  # a deadlock, say: this transaction's, retried alone
+            raise exc.OperationalError(statement, None, error) from error
         raise RegistryUnavailable("the registry database cannot be reached; retry later") from error
 
 
@@ -160,6 +162,15 @@ class Prepared:
     table: Table
     columns: tuple[str, ...]
     values: Sequence[Any] | Mapping[str, Any]
+
+    def replaced(self, column: str, value: Any) -> Prepared:
+        """The same row with one column's value replaced (encoded like the others)."""
+        if isinstance(self.values, Mapping):
+            return Prepared(self.table, self.columns, {**self.values, column: value})
+        _, json_columns = _insert_statement(self.table, self.columns)
+        values = list(self.values)
+        values[self.columns.index(column)] = dumps(value) if column in json_columns else value
+        return Prepared(self.table, self.columns, values)
 
 
 def prepare_row(postgres: bool, table: Table, row: Mapping[str, Any]) -> Prepared:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -26,13 +27,18 @@ def test_start_up_objects_are_frozen_and_thresholds_raised(restored_collector: N
     assert gc.is_tracked(alive) and not any(o is alive for o in gc.get_objects())
 
 
-def test_cycles_made_after_start_up_are_still_collected(restored_collector: None) -> None:
+def test_cycles_made_after_start_up_are_still_collected_automatically(
+    restored_collector: None,
+) -> None:
     collector.tune_for_serving()
 
     class Node:
-        pass
+        other: Node
 
     a, b = Node(), Node()
-    a.other, b.other = b, a  # type: ignore[attr-defined]
+    a.other, b.other = b, a
+    gone = weakref.ref(a)
     del a, b
-    assert gc.collect() >= 2  # garbage cycles are found and freed
+    assert gone() is not None  # only the collector can free a cycle
+    kept = [[] for _ in range(3 * collector.YOUNG)]  # allocations trigger a collection
+    assert gone() is None and len(kept) == 3 * collector.YOUNG

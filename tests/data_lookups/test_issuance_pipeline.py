@@ -15,6 +15,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from registry_rows import new_id, write_jsonl
 from sqlalchemy import Engine, text
@@ -247,7 +248,7 @@ def test_cards_are_drawn_together_and_skip_numbers_an_import_uses(
 
 def test_a_conflict_loses_the_whole_queue(pg_engine: Engine) -> None:
     me, other = new_id(), new_id()
-    conflict = pytest.raises(IssuanceConflict, match="uq_allowances_one_active")
+    conflict = pytest.raises(IssuanceConflict, match="already has an active allowance")
     with conflict, _pipelined(pg_engine) as issuer:
         issuer.issue_allowance(other, D, Decimal("60"), "fine")
         issuer.issue_allowance(me, D, Decimal("60"), "a")
@@ -259,3 +260,42 @@ def test_a_conflict_loses_the_whole_queue(pg_engine: Engine) -> None:
 def test_a_bad_cancel_reason_is_refused_before_anything_is_sent(pg_engine: Engine) -> None:
     with _pipelined(pg_engine) as issuer, pytest.raises(ValueError, match="lost"):
         issuer.cancel_card("AH34160000000001", "stolen", D, new_id())
+
+
+@pytest.mark.parametrize(
+    "refused",
+    [
+        pytest.param(_rent("3000.01"), id="rent above balance"),
+        pytest.param(_retire("2999.99"), id="retirement of another amount"),
+        pytest.param(_cancel_twice, id="card cancelled twice"),
+    ],
+)
+def test_a_refusal_writes_nothing_of_its_own_and_stops_the_issuer(
+    pg_engine: Engine, tmp_path: Path, refused: Case
+) -> None:
+    """Even a caller that catches the conflict and commits (it must roll back) finds no
+    withdrawal without its payment, and the issuer takes no more work."""
+    me = new_id()
+    (card,) = _registry(pg_engine, tmp_path, [me], "normal")
+    before = _state(pg_engine, me)
+    with write_transaction(pg_engine) as conn:
+        issuer = PipelinedIssuer(conn.connection.driver_connection, 0)  # type: ignore[arg-type]
+        refused(issuer, me, card)
+        with pytest.raises(IssuanceConflict):
+            issuer.flush()
+        with pytest.raises(IssuanceConflict, match="roll it back"):
+            issuer.issue_allowance(me, D, Decimal("60"), "after")
+        with pytest.raises(IssuanceConflict, match="roll it back"):
+            issuer.flush()
+    after = _state(pg_engine, me)
+    assert after["withdrawals"] == before["withdrawals"] == []
+    assert after["fund"] == before["fund"] and after["allowances"] == []
+
+
+def test_a_lost_connection_is_an_outage_and_a_deadlock_is_not() -> None:
+    from data_lookups.database import connection_lost
+
+    assert connection_lost(psycopg.OperationalError("server closed the connection"))
+    assert not connection_lost(psycopg.errors.DeadlockDetected("deadlock detected"))
+    assert not connection_lost(psycopg.errors.LockNotAvailable("could not obtain lock"))
+    assert connection_lost(psycopg.errors.AdminShutdown("terminating connection"))
