@@ -40,6 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from approval_service.errors import IssuanceConflict
 from approval_service.service import group_store
 from approval_service.service.applications import ApplicationService, IdempotencyMismatch
 from approval_service.service.clock import FixedClock
@@ -403,6 +404,58 @@ def test_a_group_from_the_committer_issues_once_per_person(
     assert all(codes(o.document) == [code] for o in outcomes[1:])
     assert issued(container, table, person) == 1
     assert recorded(container, applicant_id=person) == 3
+
+
+def test_a_refused_issuance_fails_only_its_own_application(
+    container: Container, service: ApplicationService
+) -> None:
+    """A registry changed by hand without a version bump: the cache looks current, the
+    decision approves, and issuing breaks a constraint. The group is retried one by one:
+    the others are issued and recorded, the one at fault gets the conflict, nothing of it
+    is written."""
+    fine, faulty = add_person(container), add_person(container)
+    group = [pending(container, service, p, "elderly-allowance") for p in (fine, faulty)]
+    with write_transaction(container.engine) as conn:  # no bump_versions: the cache misses it
+        conn.execute(
+            text(
+                "INSERT INTO allowances (id_number, status, start_date, monthly_amount, source) "
+                "VALUES (:i, 'active', :d, 60.00, 'import')"
+            ),
+            {"i": faulty, "d": date(2026, 1, 1)},
+        )
+    committer = container.committer
+    with writer_held(container, service):
+        futures = [committer.submit(p) for p in group]
+    assert futures[0].result(timeout=30).decision == "approved"
+    with pytest.raises(IssuanceConflict, match="already.*active"):  # in either backend's words
+        futures[1].result(timeout=30)
+    assert issued(container, "allowances", fine) == 1
+    assert issued(container, "allowances", faulty) == 1  # the hand-made one only
+    assert recorded(container, applicant_id=fine) == 1
+    assert recorded(container, applicant_id=faulty) == 0
+
+
+def test_a_record_built_before_the_writer_is_the_one_the_writer_would_build(
+    container: Container, service: ApplicationService
+) -> None:
+    person = add_person(container)
+    early = pending(container, service, person, "elderly-allowance-certification")
+    assert early.prebuilt is not None
+    late = pending(container, service, person, "elderly-allowance-certification")
+    late.prebuilt = None  # the writer builds this one
+    outcomes = results([container.committer.submit(p) for p in (early, late)])
+    stored = [record(container, o.document["application_id"]) for o in outcomes]
+    for row, outcome in zip(stored, outcomes, strict=True):
+        assert row["document"] == outcome.document
+        assert row["timings"]["total_ms"] >= row["timings"]["decide_ms"]
+        for volatile in ("id", "document", "decided_at", "timings"):  # differ by design
+            row.pop(volatile)
+    assert stored[0] == stored[1]
+    documents = [
+        {k: v for k, v in o.document.items() if k not in ("application_id", "decided_at")}
+        for o in outcomes
+    ]
+    assert documents[0] == documents[1]
 
 
 # -- repeated Idempotency-Keys ------------------------------------------------------------------
