@@ -36,6 +36,36 @@ def person(id_number: str, **overrides: Any) -> dict[str, Any]:
     return row
 
 
+def valid_card(card_no: str, id_number: str) -> dict[str, Any]:
+    """An imported senior card, valid until 2027."""
+    return {
+        "card_no": card_no,
+        "id_number": id_number,
+        "card_type": "A",
+        "status": "valid",
+        "issued_on": "2022-01-01",
+        "expires_on": "2027-01-01",
+        "cancel_reason": None,
+        "cancelled_on": None,
+    }
+
+
+def fund_account(
+    id_number: str, status: str = "normal", balance: str = "3000.00"
+) -> dict[str, Any]:
+    """A provident-fund account line."""
+    return {
+        "id_number": id_number,
+        "account_no": f"G{id_number}",
+        "status": status,
+        "balance": balance,
+        "continuous_months": 12,
+        "has_outstanding_loan": False,
+        "last_rent_withdrawal_date": None,
+        "retirement_category": "male60",
+    }
+
+
 def write_jsonl(directory: Path, name: str, rows: list[Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name

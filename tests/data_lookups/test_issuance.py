@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from registry_rows import new_id, write_jsonl
+from registry_rows import fund_account, new_id, valid_card, write_jsonl
 from sqlalchemy import Engine, text
 
 from approval_service.errors import IssuanceConflict
@@ -84,18 +84,7 @@ def test_issued_card_skips_a_number_an_import_already_uses(engine: Engine, tmp_p
     write_jsonl(
         tmp_path,
         "senior_cards.jsonl",
-        [
-            {
-                "card_no": taken,
-                "id_number": new_id(),
-                "card_type": "A",
-                "status": "valid",
-                "issued_on": "2022-01-01",
-                "expires_on": "2027-01-01",
-                "cancel_reason": None,
-                "cancelled_on": None,
-            }
-        ],
+        [valid_card(taken, new_id())],
     )
     assert import_directory(engine, tmp_path, today=D).ok
     with write_transaction(engine) as conn:
@@ -107,18 +96,7 @@ def _fund(engine: Engine, tmp_path: Path, status: str = "normal", balance: str =
     write_jsonl(
         tmp_path,
         "fund_accounts.jsonl",
-        [
-            {
-                "id_number": me,
-                "account_no": f"G{me}",
-                "status": status,
-                "balance": balance,
-                "continuous_months": 12,
-                "has_outstanding_loan": False,
-                "last_rent_withdrawal_date": None,
-                "retirement_category": "male60",
-            }
-        ],
+        [fund_account(me, status, balance)],
     )
     assert import_directory(engine, tmp_path, today=D).ok
     return me

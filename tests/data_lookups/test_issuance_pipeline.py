@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from registry_rows import new_id, write_jsonl
+from registry_rows import fund_account, new_id, valid_card, write_jsonl
 from sqlalchemy import Engine, text
 
 from approval_service.errors import IssuanceConflict
@@ -94,36 +94,12 @@ def _registry(engine: Engine, tmp_path: Path, people: list[str], fund_status: st
     write_jsonl(
         tmp_path,
         "fund_accounts.jsonl",
-        [
-            {
-                "id_number": me,
-                "account_no": f"G{me}",
-                "status": fund_status,
-                "balance": "3000.00",
-                "continuous_months": 12,
-                "has_outstanding_loan": False,
-                "last_rent_withdrawal_date": None,
-                "retirement_category": "male60",
-            }
-            for me in people
-        ],
+        [fund_account(me, fund_status, "3000.00") for me in people],
     )
     write_jsonl(
         tmp_path,
         "senior_cards.jsonl",
-        [
-            {
-                "card_no": card,
-                "id_number": me,
-                "card_type": "A",
-                "status": "valid",
-                "issued_on": "2022-01-01",
-                "expires_on": "2027-01-01",
-                "cancel_reason": None,
-                "cancelled_on": None,
-            }
-            for me, card in zip(people, cards, strict=True)
-        ],
+        [valid_card(card, me) for me, card in zip(people, cards, strict=True)],
     )
     assert import_directory(engine, tmp_path, today=D).ok
     return cards
@@ -220,18 +196,7 @@ def test_cards_are_drawn_together_and_skip_numbers_an_import_uses(
     write_jsonl(
         tmp_path,
         "senior_cards.jsonl",
-        [
-            {
-                "card_no": taken,
-                "id_number": holder,
-                "card_type": "A",
-                "status": "valid",
-                "issued_on": "2022-01-01",
-                "expires_on": "2027-01-01",
-                "cancel_reason": None,
-                "cancelled_on": None,
-            }
-        ],
+        [valid_card(taken, holder)],
     )
     assert import_directory(pg_engine, tmp_path, today=D).ok
     people = [new_id() for _ in range(3)]

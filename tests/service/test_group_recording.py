@@ -427,7 +427,7 @@ def test_a_refused_issuance_fails_only_its_own_application(
     with writer_held(container, service):
         futures = [committer.submit(p) for p in group]
     assert futures[0].result(timeout=30).decision == "approved"
-    with pytest.raises(IssuanceConflict, match="already.*active"):  # in either backend's words
+    with pytest.raises(IssuanceConflict, match=r"already.*active"):  # in either backend's words
         futures[1].result(timeout=30)
     assert issued(container, "allowances", fine) == 1
     assert issued(container, "allowances", faulty) == 1  # the hand-made one only
