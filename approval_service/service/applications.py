@@ -64,8 +64,8 @@ class _Pending:
     stamp: Stamp  # the registry state the facts were read at
     facts: Facts
     decision: dict[str, Any]
-    # the response and its rows, built before the group writer when nothing is to be
-    # issued: the writer uses them as they are unless it must decide again
+    # the response and its rows, built before the group writer unless the decision
+    # issues a card: the writer uses them as they are unless it must decide again
     prebuilt: tuple[dict[str, Any], list[group_store.Prepared]] | None = None
 
 
@@ -240,7 +240,7 @@ class ApplicationService:
         )
         # the writer is the bottleneck: build here what issuing cannot change (only a
         # card's number, known once it is drawn in the writer, goes into the result)
-        if not self._issues(decider, decision) or decider.policy.issue not in ISSUES_A_CARD:
+        if not self._issues_a_card(decider, decision):
             doc, rows = self._rows(pending, decision, facts, {})
             pending.prebuilt = (doc, self._prepared(rows))
         return pending
@@ -248,6 +248,10 @@ class ApplicationService:
     @staticmethod
     def _issues(decider: Decider, decision: Mapping[str, Any]) -> bool:
         return decision["decision"] == "approved" and decider.policy.issue is not None
+
+    @classmethod
+    def _issues_a_card(cls, decider: Decider, decision: Mapping[str, Any]) -> bool:
+        return cls._issues(decider, decision) and decider.policy.issue in ISSUES_A_CARD
 
     def _prepared(self, rows: list[tuple[Table, dict[str, Any]]]) -> list[group_store.Prepared]:
         return [group_store.prepare_row(self._postgres, table, row) for table, row in rows]
@@ -299,10 +303,7 @@ class ApplicationService:
         people = [p.app.applicant_id for p in group]
         keyed = [(p.channel, p.idempotency_key) for p in group if p.idempotency_key is not None]
         stamps, earlier = group_store.open_group(conn, self.c.sql_facts, people, keyed)
-        cards = sum(
-            p.decision["decision"] == "approved" and p.decider.policy.issue in ISSUES_A_CARD
-            for p in group
-        )
+        cards = sum(self._issues_a_card(p.decider, p.decision) for p in group)
         issuer = group_store.issuer(conn, cards_expected=cards)
         changed: set[str] = set()  # people this group has issued to
         outcomes: list[_Outcome] = []

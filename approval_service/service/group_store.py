@@ -6,10 +6,11 @@ trips whatever its size: :func:`open_group` locks every person of the group (in
 one order, so two groups cannot deadlock), then reads their stamps and the first
 answers of repeated ``Idempotency-Key``s; the :func:`issuer` sends what the group
 issues (one more round trip, and one to draw card numbers when it issues cards);
-:func:`insert_all` inserts every record; then the commit. Statements of a pipeline run one after
-the other, each with its own snapshot, so the stamps are read after the locks
-are held. On SQLite (the embedded default, where the write transaction already
-serialises every writer) the same work goes through SQLAlchemy Core.
+:func:`insert_prepared` inserts every record (rows usually prepared, JSON encoded,
+before the writer: :func:`prepare_row`); then the commit. Statements of a pipeline
+run one after the other, each with its own snapshot, so the stamps are read after
+the locks are held. On SQLite (the embedded default, where the write transaction
+already serialises every writer) the same work goes through SQLAlchemy Core.
 """
 
 from __future__ import annotations
