@@ -205,21 +205,6 @@ def insert_prepared(conn: Connection, rows: Iterable[Prepared]) -> None:
             cur.executemany(statement, values)
 
 
-def insert_all(
-    conn: Connection, rows_by_table: Mapping[Table, Sequence[Mapping[str, Any]]]
-) -> None:
-    """Insert every table's rows (see :func:`insert_prepared`)."""
-    postgres = _driver(conn) is not None
-    insert_prepared(
-        conn,
-        [
-            prepare_row(postgres, table, row)
-            for table, rows in rows_by_table.items()
-            for row in rows
-        ],
-    )
-
-
 _STATEMENTS: dict[tuple[str, tuple[str, ...]], tuple[str, frozenset[str]]] = {}
 
 

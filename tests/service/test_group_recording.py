@@ -628,15 +628,24 @@ def nulls(container: Container, table: str, columns: Sequence[str], row_id: str)
         return [bool(n) for n in found.one()]
 
 
-def test_insert_all_round_trips_json_and_keeps_none_null(container: Container) -> None:
+def insert_rows(conn: Connection, rows_by_table: dict[Table, list[dict[str, Any]]]) -> None:
+    """Rows prepared (JSON encoded on PostgreSQL) and inserted, as the group writer does."""
+    pg = conn.dialect.name == "postgresql"
+    group_store.insert_prepared(
+        conn,
+        [group_store.prepare_row(pg, t, row) for t, rows in rows_by_table.items() for row in rows],
+    )
+
+
+def test_inserted_rows_round_trip_json_and_keep_none_null(container: Container) -> None:
     rows = [
         application_row("portal", new_key()),
         application_row("portal", None, deadline=date(2026, 11, 26), review_state="open"),
     ]
     message = outbox_row(AWKWARD)
     with write_transaction(container.engine) as conn:  # both tables at once, as a group does
-        group_store.insert_all(conn, {applications: rows, outbox: [message]})
-        group_store.insert_all(conn, {applications: [], outbox: []})  # nothing to do
+        insert_rows(conn, {applications: rows, outbox: [message]})
+        insert_rows(conn, {applications: [], outbox: []})  # nothing to do
     for row in rows:
         stored = record(container, row["id"])
         for column in JSON_COLUMNS:
@@ -657,15 +666,15 @@ def test_insert_all_round_trips_json_and_keeps_none_null(container: Container) -
     assert (text_, attempts) == (AWKWARD, 0)
 
 
-def test_insert_all_raises_sqlalchemy_integrity_error(container: Container) -> None:
+def test_inserting_rows_raises_sqlalchemy_integrity_error(container: Container) -> None:
     """apply() answers a lost idempotency race by catching SQLAlchemy's IntegrityError."""
     key = new_key()
     with write_transaction(container.engine) as conn:
-        group_store.insert_all(conn, {applications: [application_row("portal", key)]})
+        insert_rows(conn, {applications: [application_row("portal", key)]})
     twin = [application_row("portal", None), application_row("portal", key)]
     message = outbox_row("never sent")
     with pytest.raises(exc.IntegrityError), write_transaction(container.engine) as conn:
-        group_store.insert_all(conn, {outbox: [message], applications: twin})
+        insert_rows(conn, {outbox: [message], applications: twin})
     assert recorded(container, idempotency_key=key) == 1  # nothing of the failed group stayed
     assert recorded(container, id=twin[0]["id"]) == 0
     assert scalar(container, "SELECT count(*) FROM outbox WHERE id = :i", i=message["id"]) == 0
@@ -677,7 +686,7 @@ def test_earlier_answers_finds_exactly_the_recorded_pairs(container: Container) 
     counter = application_row("counter", key, document={"answer": "counter", "n": None})
     unkeyed = application_row("portal", None)
     with write_transaction(container.engine) as conn:
-        group_store.insert_all(conn, {applications: [portal, counter, unkeyed]})
+        insert_rows(conn, {applications: [portal, counter, unkeyed]})
     asked = [
         ("portal", key),
         ("portal", key),  # asked twice
@@ -750,7 +759,7 @@ def test_none_in_a_json_column_is_stored_as_sqlalchemy_stores_it(container: Cont
     metadata.create_all(container.engine)
     try:
         with write_transaction(container.engine) as conn:
-            group_store.insert_all(conn, {fast: rows})
+            insert_rows(conn, {fast: rows})
             conn.execute(insert(core), rows)
         stored: dict[str, Any] = {}
         for table in (fast, core):
