@@ -66,6 +66,62 @@ def fund_account(
     }
 
 
+def couple_rows(me: str, spouse: str) -> dict[str, list[dict[str, Any]]]:
+    """Registry lines, by file name, of a married couple with every shape of fact: ``me``
+    has a low-income record, a stopped allowance, cards ``C{me}1`` (cancelled, lost) and
+    ``C{me}2`` (valid), fund account ``G{me}`` and a retirement; ``spouse`` owns
+    properties ``P{spouse}1`` (out of the city) and ``P{spouse}2``. No population lines."""
+    return {
+        "low_income": [{"id_number": me, "category": "tekun", "since": "2019-05-01"}],
+        "allowances": [
+            {
+                "id_number": me,
+                "status": "stopped",
+                "start_date": "2021-01-01",
+                "monthly_amount": "50.00",
+            }
+        ],
+        "senior_cards": [
+            {
+                "card_no": f"C{me}2",
+                "id_number": me,
+                "card_type": "B",
+                "status": "valid",
+                "issued_on": "2023-01-01",
+                "expires_on": "2028-01-01",
+                "cancel_reason": None,
+                "cancelled_on": None,
+            },
+            {
+                "card_no": f"C{me}1",
+                "id_number": me,
+                "card_type": "B",
+                "status": "cancelled",
+                "issued_on": "2020-01-01",
+                "expires_on": "2025-01-01",
+                "cancel_reason": "lost",
+                "cancelled_on": "2023-01-01",
+            },
+        ],
+        "fund_accounts": [
+            {
+                **fund_account(me, "normal", "1234.50"),
+                "continuous_months": 7,
+                "retirement_category": "female55",
+            }
+        ],
+        "properties": [
+            {"property_id": f"P{spouse}2", "id_number": spouse, "region": "341602"},
+            {"property_id": f"P{spouse}1", "id_number": spouse, "region": "320102"},
+        ],
+        "marriages": [
+            {"id_number": me, "spouse_id_number": spouse},
+            {"id_number": spouse, "spouse_id_number": me},
+        ],
+        "social_security": [{"id_number": me, "retired_on": "1999-03-01"}],
+    }
+
+
 def write_jsonl(directory: Path, name: str, rows: list[Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from registry_rows import new_id, person, write_jsonl
+from registry_rows import couple_rows, fund_account, new_id, person, write_jsonl
 from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
@@ -83,94 +83,18 @@ def load_residents(engine: Engine, directory: Path) -> dict[str, str]:
             person(ids["versioned"]),
         ],
     )
-    write_jsonl(
-        directory,
-        "low_income.jsonl",
-        [{"id_number": rich, "category": "tekun", "since": "2019-05-01"}],
+    files = couple_rows(rich, spouse)
+    files["fund_accounts"].append(
+        {
+            **fund_account(ids["versioned"], "sealed", "0.10"),
+            "continuous_months": 0,
+            "has_outstanding_loan": True,
+            "last_rent_withdrawal_date": "2024-02-29",
+            "retirement_category": None,
+        }
     )
-    write_jsonl(
-        directory,
-        "allowances.jsonl",
-        [
-            {
-                "id_number": rich,
-                "status": "stopped",
-                "start_date": "2021-01-01",
-                "monthly_amount": "50.00",
-            }
-        ],
-    )
-    write_jsonl(
-        directory,
-        "senior_cards.jsonl",
-        [
-            {
-                "card_no": f"W{rich}2",
-                "id_number": rich,
-                "card_type": "B",
-                "status": "valid",
-                "issued_on": "2023-01-01",
-                "expires_on": "2028-01-01",
-                "cancel_reason": None,
-                "cancelled_on": None,
-            },
-            {
-                "card_no": f"W{rich}1",
-                "id_number": rich,
-                "card_type": "B",
-                "status": "cancelled",
-                "issued_on": "2020-01-01",
-                "expires_on": "2025-01-01",
-                "cancel_reason": "lost",
-                "cancelled_on": "2023-01-01",
-            },
-        ],
-    )
-    write_jsonl(
-        directory,
-        "fund_accounts.jsonl",
-        [
-            {
-                "id_number": rich,
-                "account_no": f"G{rich}",
-                "status": "normal",
-                "balance": "1234.50",
-                "continuous_months": 7,
-                "has_outstanding_loan": False,
-                "last_rent_withdrawal_date": None,
-                "retirement_category": "female55",
-            },
-            {
-                "id_number": ids["versioned"],
-                "account_no": f"G{ids['versioned']}",
-                "status": "sealed",
-                "balance": "0.10",
-                "continuous_months": 0,
-                "has_outstanding_loan": True,
-                "last_rent_withdrawal_date": "2024-02-29",
-                "retirement_category": None,
-            },
-        ],
-    )
-    write_jsonl(
-        directory,
-        "properties.jsonl",
-        [
-            {"property_id": f"P{spouse}2", "id_number": spouse, "region": "341602"},
-            {"property_id": f"P{spouse}1", "id_number": spouse, "region": "320102"},
-        ],
-    )
-    write_jsonl(
-        directory,
-        "marriages.jsonl",
-        [
-            {"id_number": rich, "spouse_id_number": spouse},
-            {"id_number": spouse, "spouse_id_number": rich},
-        ],
-    )
-    write_jsonl(
-        directory, "social_security.jsonl", [{"id_number": rich, "retired_on": "1999-03-01"}]
-    )
+    for name, rows in files.items():
+        write_jsonl(directory, f"{name}.jsonl", rows)
     report = import_directory(engine, directory, today=D)
     assert report.ok, report.problems()
     with write_transaction(engine) as conn:
@@ -208,7 +132,7 @@ def test_warmed_entries_are_what_the_registry_gives(
     assert rich is not None
     assert rich[1]["fund"]["balance"] == Decimal("1234.50")  # type: ignore[index]
     assert str(rich[1]["fund"]["balance"]) == "1234.50"  # type: ignore[index]
-    assert [c["card_no"] for c in rich[1]["cards"]] == [f"W{ids['rich']}1", f"W{ids['rich']}2"]  # type: ignore[attr-defined]
+    assert [c["card_no"] for c in rich[1]["cards"]] == [f"C{ids['rich']}1", f"C{ids['rich']}2"]  # type: ignore[attr-defined]
     assert rich[1]["retired_on"] == date(1999, 3, 1)
     assert len(rich[1]["spouse_properties"]) == 2  # type: ignore[arg-type]
     bare = entries["bare"]

@@ -7,8 +7,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from registry_rows import new_id, person, write_jsonl
-from sqlalchemy import Engine
+from registry_rows import couple_rows, new_id, person, write_jsonl
+from sqlalchemy import Engine, text
 
 from approval_service.errors import FactsError
 from data_lookups.catalogue import FACTS
@@ -24,82 +24,8 @@ PY_TYPES = {"text": str, "int": int, "money": Decimal, "date": date, "bool": boo
 def _load_couple(engine: Engine, directory: Path) -> tuple[str, str]:
     me, spouse = new_id(date(1944, 2, 29)), new_id(region="320102")
     write_jsonl(directory, "population.jsonl", [person(me), person(spouse, gender="M")])
-    write_jsonl(
-        directory,
-        "low_income.jsonl",
-        [{"id_number": me, "category": "tekun", "since": "2019-05-01"}],
-    )
-    write_jsonl(
-        directory,
-        "allowances.jsonl",
-        [
-            {
-                "id_number": me,
-                "status": "stopped",
-                "start_date": "2021-01-01",
-                "monthly_amount": "50.00",
-            }
-        ],
-    )
-    write_jsonl(
-        directory,
-        "senior_cards.jsonl",
-        [
-            {
-                "card_no": "C2",
-                "id_number": me,
-                "card_type": "B",
-                "status": "valid",
-                "issued_on": "2023-01-01",
-                "expires_on": "2028-01-01",
-                "cancel_reason": None,
-                "cancelled_on": None,
-            },
-            {
-                "card_no": "C1",
-                "id_number": me,
-                "card_type": "B",
-                "status": "cancelled",
-                "issued_on": "2020-01-01",
-                "expires_on": "2025-01-01",
-                "cancel_reason": "lost",
-                "cancelled_on": "2023-01-01",
-            },
-        ],
-    )
-    write_jsonl(
-        directory,
-        "fund_accounts.jsonl",
-        [
-            {
-                "id_number": me,
-                "account_no": "G1",
-                "status": "normal",
-                "balance": "1234.50",
-                "continuous_months": 7,
-                "has_outstanding_loan": False,
-                "last_rent_withdrawal_date": None,
-                "retirement_category": "female55",
-            }
-        ],
-    )
-    write_jsonl(
-        directory,
-        "properties.jsonl",
-        [
-            {"property_id": "P2", "id_number": spouse, "region": "341602"},
-            {"property_id": "P1", "id_number": spouse, "region": "320102"},
-        ],
-    )
-    write_jsonl(
-        directory,
-        "marriages.jsonl",
-        [
-            {"id_number": me, "spouse_id_number": spouse},
-            {"id_number": spouse, "spouse_id_number": me},
-        ],
-    )
-    write_jsonl(directory, "social_security.jsonl", [{"id_number": me, "retired_on": "1999-03-01"}])
+    for name, rows in couple_rows(me, spouse).items():
+        write_jsonl(directory, f"{name}.jsonl", rows)
     assert import_directory(engine, directory, today=TODAY).ok
     return me, spouse
 
@@ -145,10 +71,10 @@ def test_every_fact_with_catalogue_types(engine: Engine, tmp_path: Path) -> None
     assert facts["allowances"] == [
         {"status": "stopped", "start_date": date(2021, 1, 1), "monthly_amount": Decimal("50.00")}
     ]
-    assert [c["card_no"] for c in facts["cards"]] == ["C1", "C2"]  # type: ignore[attr-defined]
+    assert [c["card_no"] for c in facts["cards"]] == [f"C{me}1", f"C{me}2"]  # type: ignore[attr-defined]
     assert facts["photo"] is None
     assert facts["fund"] == {
-        "account_no": "G1",
+        "account_no": f"G{me}",
         "status": "normal",
         "balance": Decimal("1234.50"),
         "continuous_months": 7,
@@ -158,8 +84,8 @@ def test_every_fact_with_catalogue_types(engine: Engine, tmp_path: Path) -> None
     }
     assert facts["properties"] == []
     assert facts["spouse_properties"] == [
-        {"property_id": "P1", "region": "320102"},
-        {"property_id": "P2", "region": "341602"},
+        {"property_id": f"P{spouse}1", "region": "320102"},
+        {"property_id": f"P{spouse}2", "region": "341602"},
     ]
     assert facts["retired_on"] == date(1999, 3, 1)
     assert SqlFactSource(engine).gather(spouse, frozenset({"spouse_properties"})) == {
@@ -189,10 +115,13 @@ def test_stamp_moves_with_imports_and_issuance(engine: Engine, tmp_path: Path) -
     stamp, _facts = source.gather_stamped(me, frozenset({"cards"}))
     assert stamp == first
     with write_transaction(engine) as conn:
-        conn.exec_driver_sql(
-            "UPDATE senior_cards SET status = 'cancelled', "
-            "cancel_reason = 'lost', cancelled_on = '2026-11-01' "
-            "WHERE card_no = 'C2'"
+        conn.execute(
+            text(
+                "UPDATE senior_cards SET status = 'cancelled', "
+                "cancel_reason = 'lost', cancelled_on = '2026-11-01' "
+                "WHERE card_no = :c"
+            ),
+            {"c": f"C{me}2"},
         )
         issue_card(conn, me, "B", TODAY, date(2031, 11, 23), "app-1")
     second = source.stamp(me)
@@ -206,13 +135,17 @@ def test_gather_in_sees_the_transactions_own_writes(engine: Engine, tmp_path: Pa
     me, _ = _load_couple(engine, tmp_path)
     source = SqlFactSource(engine)
     with write_transaction(engine) as conn:
-        conn.exec_driver_sql(
-            "UPDATE senior_cards SET status = 'cancelled', cancel_reason = 'lost', "
-            "cancelled_on = '2026-11-01' WHERE card_no = 'C2'"
+        conn.execute(
+            text(
+                "UPDATE senior_cards SET status = 'cancelled', cancel_reason = 'lost', "
+                "cancelled_on = '2026-11-01' WHERE card_no = :c"
+            ),
+            {"c": f"C{me}2"},
         )
         card_no = issue_card(conn, me, "B", TODAY, date(2031, 11, 23), "app-1")
         inside = source.gather_in(conn, me, frozenset({"cards", "person"}))
-        assert [c["card_no"] for c in inside["cards"]] == ["C1", "C2", card_no]  # type: ignore[attr-defined]
+        cards = [c["card_no"] for c in inside["cards"]]  # type: ignore[attr-defined]
+        assert cards == [f"C{me}1", f"C{me}2", card_no]
         assert set(inside) == {"cards", "person"}
         _check_types(inside)
         conn.rollback()
