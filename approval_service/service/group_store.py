@@ -22,6 +22,8 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import JSON, Connection, Table, exc, insert, select, tuple_
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.types import TypeEngine
 
 from approval_service.errors import RegistryUnavailable
 from approval_service.service.documents import dumps
@@ -205,16 +207,27 @@ def insert_prepared(conn: Connection, rows: Iterable[Prepared]) -> None:
             cur.executemany(statement, values)
 
 
+_POSTGRES = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+def _json_cast(column_type: TypeEngine[Any]) -> str:
+    implemented = column_type.dialect_impl(_POSTGRES)
+    return "jsonb" if isinstance(implemented, postgresql.JSONB) else "json"
+
+
 _STATEMENTS: dict[tuple[str, tuple[str, ...]], tuple[str, frozenset[str]]] = {}
 
 
 def _insert_statement(table: Table, columns: tuple[str, ...]) -> tuple[str, frozenset[str]]:
-    """``INSERT ... VALUES (%s, %s::jsonb, ...)`` for these columns, and the JSON ones."""
+    """``INSERT ... VALUES (%s, %s::json, ...)`` for these columns, and the JSON ones
+    (each cast to its column's type on PostgreSQL, ``json`` or ``jsonb``)."""
     key = (table.name, columns)
     found = _STATEMENTS.get(key)
     if found is None:
         json_columns = frozenset(c for c in columns if isinstance(table.c[c].type, JSON))
-        values = ", ".join("%s::jsonb" if c in json_columns else "%s" for c in columns)
+        values = ", ".join(
+            f"%s::{_json_cast(table.c[c].type)}" if c in json_columns else "%s" for c in columns
+        )
         statement = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({values})"
         found = _STATEMENTS[key] = (statement, json_columns)
     return found

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import psycopg
 import pytest
 from sqlalchemy import Engine, inspect
@@ -164,4 +165,45 @@ def test_concurrent_ensure_schema_from_separate_processes(fresh_pg_url: str) -> 
     engine = make_engine(fresh_pg_url)
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar() == 1
+    engine.dispose()
+
+
+def test_records_written_as_jsonb_before_0012_read_the_same_after_it(fresh_pg_url: str) -> None:
+    """An operator's upgrade keeps every stored record: the jsonb columns of 0011 become
+    json (migration 0012) with the same values, and new records are written as json."""
+    from alembic import command
+
+    from approval_service.service import records
+    from data_lookups.database import _alembic_config
+
+    engine = make_engine(fresh_pg_url)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0011")
+    document = {"application_id": "a1", "result": {"amount": "2400.00"}, "reasons": []}
+    trace = [{"code": "AGE_BELOW_MIN", "outcome": "failed", "values": {"age": 79}}]
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO applications (id, channel, item, applicant_id, applicant_masked, "
+            "policy_version, policy_sha256, business_date, decision, reasons, result, facts, "
+            "trace, form, timings, decided_at, document) VALUES ('a1', 'portal', "
+            "'elderly-allowance', '341602194001010011', '341602********0011', '2025.1', "
+            "'0', '2026-12-01', 'rejected', '[]', '{}', '{\"person\": null}', %(trace)s, "
+            "'{}', '{\"total_ms\": 1.5}', now(), %(doc)s)",
+            {"trace": orjson.dumps(trace).decode(), "doc": orjson.dumps(document).decode()},
+        )
+    ensure_schema(engine)
+    with engine.connect() as conn:
+        types = dict(
+            conn.exec_driver_sql(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_name = 'applications' AND data_type LIKE 'json%%'"
+            ).all()
+        )
+        row = records.get_application(conn, "a1")
+    assert types == dict.fromkeys(
+        ("reasons", "result", "facts", "trace", "form", "timings", "document"), "json"
+    )
+    assert row is not None
+    assert (row["document"], row["trace"], row["facts"]) == (document, trace, {"person": None})
+    assert row["timings"] == {"total_ms": 1.5}
     engine.dispose()
