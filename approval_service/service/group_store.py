@@ -1,13 +1,14 @@
 """The statements of a group commit, run on the connection of the group's transaction.
 
 On PostgreSQL they go straight through psycopg, with no SQLAlchemy statement
-building on the hot path, and in pipelines, so that a group costs three round
-trips whatever its size: :func:`open_group` locks every person of the group (in
-one order, so two groups cannot deadlock), then reads their stamps and the first
-answers of repeated ``Idempotency-Key``s; the :func:`issuer` sends what the group
-issues (one more round trip, and one to draw card numbers when it issues cards);
-:func:`insert_prepared` inserts every record (rows usually prepared, JSON encoded,
-before the writer: :func:`prepare_row`); then the commit. Statements of a pipeline
+building on the hot path, and in pipelines, so that a small group costs three
+round trips: :func:`open_group` locks every person of the group (in one order,
+so two groups cannot deadlock), then reads their stamps and the first answers of
+repeated ``Idempotency-Key``s; the :func:`issuer` sends what the group issues
+(one more round trip, and one to draw card numbers when it issues cards);
+:func:`insert_prepared` inserts every record (rows usually prepared, JSON
+encoded, before the writer: :func:`prepare_row`), by ``COPY`` when the group is
+large; then the commit. Statements of a pipeline
 run one after the other, each with its own snapshot, so the stamps are read after
 the locks are held. On SQLite (the embedded default, where the write transaction
 already serialises every writer) the same work goes through SQLAlchemy Core.
@@ -188,10 +189,19 @@ def prepare_row(postgres: bool, table: Table, row: Mapping[str, Any]) -> Prepare
     )
 
 
-def insert_prepared(conn: Connection, rows: Iterable[Prepared]) -> None:
-    """Insert prepared rows, table by table in the order the tables first appear.
+#: rows of one table in a group from which ``COPY`` inserts them, not one ``INSERT`` each
+COPY_FROM = 24
 
-    PostgreSQL: one pipeline of ``executemany`` inserts, one round trip in all.
+
+def insert_prepared(conn: Connection, rows: Iterable[Prepared]) -> None:
+    """Insert prepared rows, table by table.
+
+    PostgreSQL: a table with many rows in the group (:data:`COPY_FROM`, a busy
+    service's usual group) gets one ``COPY``, which costs the writer about 40 % less
+    per row than an ``INSERT`` each (the result of every statement is processed under
+    the GIL) and takes two round trips; the others go as ``executemany`` inserts in
+    one pipeline, one round trip in all, which is what a small group (an idle
+    service's) waits on least.
     """
     by_statement: dict[tuple[Table, tuple[str, ...]], list[Any]] = {}
     for row in rows:
@@ -201,10 +211,26 @@ def insert_prepared(conn: Connection, rows: Iterable[Prepared]) -> None:
         for (table, _), values in by_statement.items():
             conn.execute(insert(table), values)
         return
-    with _translated("inserting the group's records"), driver.pipeline(), driver.cursor() as cur:
+    few = {key: values for key, values in by_statement.items() if len(values) < COPY_FROM}
+    with _translated("inserting the group's records"):
         for (table, columns), values in by_statement.items():
-            statement, _ = _insert_statement(table, columns)
-            cur.executemany(statement, values)
+            if (table, columns) not in few:
+                _copy(driver, table, columns, values)
+        if few:
+            with driver.pipeline(), driver.cursor() as cur:
+                for (table, columns), values in few.items():
+                    statement, _ = _insert_statement(table, columns)
+                    cur.executemany(statement, values)
+
+
+def _copy(
+    driver: psycopg.Connection[Any], table: Table, columns: tuple[str, ...], values: list[Any]
+) -> None:
+    """``COPY`` in text format: JSON columns hold JSON text already, None is SQL NULL."""
+    statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+    with driver.cursor() as cur, cur.copy(statement) as copy:
+        for row in values:
+            copy.write_row(row)
 
 
 _POSTGRES = postgresql.dialect()  # type: ignore[no-untyped-call]

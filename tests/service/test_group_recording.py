@@ -637,7 +637,18 @@ def insert_rows(conn: Connection, rows_by_table: dict[Table, list[dict[str, Any]
     )
 
 
-def test_inserted_rows_round_trip_json_and_keep_none_null(container: Container) -> None:
+@pytest.fixture(params=["insert", "copy"])
+def insert_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """PostgreSQL inserts a small group's rows one INSERT each, a large group's by COPY:
+    the tests that take this fixture run both ways, whatever the number of rows."""
+    copy_from = 1 if request.param == "copy" else 10**9
+    monkeypatch.setattr(group_store, "COPY_FROM", copy_from)
+    return str(request.param)
+
+
+def test_inserted_rows_round_trip_json_and_keep_none_null(
+    container: Container, insert_path: str
+) -> None:
     rows = [
         application_row("portal", new_key()),
         application_row("portal", None, deadline=date(2026, 11, 26), review_state="open"),
@@ -666,7 +677,9 @@ def test_inserted_rows_round_trip_json_and_keep_none_null(container: Container) 
     assert (text_, attempts) == (AWKWARD, 0)
 
 
-def test_inserting_rows_raises_sqlalchemy_integrity_error(container: Container) -> None:
+def test_inserting_rows_raises_sqlalchemy_integrity_error(
+    container: Container, insert_path: str
+) -> None:
     """apply() answers a lost idempotency race by catching SQLAlchemy's IntegrityError."""
     key = new_key()
     with write_transaction(container.engine) as conn:
@@ -736,7 +749,9 @@ def try_lock(container: Container, person: str) -> bool:
     return bool(got)
 
 
-def test_none_in_a_json_column_is_stored_as_sqlalchemy_stores_it(container: Container) -> None:
+def test_none_in_a_json_column_is_stored_as_sqlalchemy_stores_it(
+    container: Container, insert_path: str
+) -> None:
     """The psycopg path writes what SQLAlchemy Core writes: a None in a JSON column is JSON
     null (SQLAlchemy's default), in any other column SQL NULL. (The first COPY version wrote
     SQL NULL for JSON on PostgreSQL only.)"""
