@@ -59,6 +59,7 @@ class WorkCalendar:
     schedules: dict[int, YearSchedule] = field(default_factory=dict)
     _warned: set[int] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _days: dict[date, bool] = field(default_factory=dict)
 
     @classmethod
     def from_folder(cls, folder: Path | None) -> WorkCalendar:
@@ -69,6 +70,15 @@ class WorkCalendar:
         return cls(schedules)
 
     def is_workday(self, day: date) -> bool:
+        """Whether ``day`` is a working day; each day is looked up once per calendar
+        (every referral asks about the same few days, and the package's lookup,
+        with its validation, is a tenth of the cost of deciding a referral)."""
+        known = self._days.get(day)
+        if known is None:
+            known = self._days[day] = self._lookup(day)
+        return known
+
+    def _lookup(self, day: date) -> bool:
         schedule = self.schedules.get(day.year)
         if schedule is not None:
             if day in schedule.holidays:
