@@ -227,10 +227,24 @@ def stamps_from_rows(ids: Iterable[str], rows: Iterable[Sequence[Any]]) -> dict[
 class SqlFactSource:
     """Facts straight from the registry database (see the module docstring)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, reads: Engine | None = None) -> None:
+        """``reads``, when given, is an engine on the same database for the single-
+        statement reads (:meth:`_pg_row`); it is owned by this source (see :meth:`close`).
+        Its pool need not ping a connection before lending it (``pool_pre_ping=False``):
+        each read already retries once on a fresh connection when the one it got had
+        broken, and the ping costs three round trips a read (BEGIN, ``SELECT 1``, the
+        rollback): gathering every fact of a person took 40 µs more PostgreSQL CPU,
+        about 80 µs more client CPU and 130 µs more wall time with it."""
         self._engine = engine
+        self._reads = reads or engine
+        self._owns_reads = reads is not None
         self._postgres = is_postgres(engine)
         self._pg_sql: dict[frozenset[str], tuple[list[str], str]] = {}
+
+    def close(self) -> None:
+        """Release the connections of the reads engine, if this source was given one."""
+        if self._owns_reads:
+            self._reads.dispose()
 
     def gather(self, id_number: str, names: frozenset[str]) -> Facts:
         return self.gather_stamped(id_number, names)[1]
@@ -318,7 +332,7 @@ class SqlFactSource:
         """
         for attempt in (1, 2):
             try:
-                pooled = self._engine.raw_connection()
+                pooled = self._reads.raw_connection()
             except (exc.DBAPIError, psycopg.OperationalError) as error:
                 raise RegistryUnavailable(_UNAVAILABLE) from error
             dbapi: Any = pooled.driver_connection

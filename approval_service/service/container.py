@@ -21,7 +21,7 @@ from approval_service.service.metrics import CountingCache, Metrics
 from approval_service.service.records import remember_policy
 from approval_service.service.workdays import WorkCalendar
 from approval_service.settings import Settings
-from data_lookups.database import ensure_schema, make_engine, write_transaction
+from data_lookups.database import ensure_schema, is_postgres, make_engine, write_transaction
 from data_lookups.fact_cache import CachedFactSource, FactCache, make_fact_cache
 from data_lookups.facts import SqlFactSource
 
@@ -86,7 +86,12 @@ class Container:
         check_against_registries(policies.policies)
         engine = make_engine(settings.database_url, **_pool_options(settings))
         ensure_schema(engine)
-        sql_facts = SqlFactSource(engine)
+        reads = None
+        if is_postgres(engine):  # the single-statement reads retry by themselves: no ping
+            reads = make_engine(
+                settings.database_url, **_pool_options(settings), pool_pre_ping=False
+            )
+        sql_facts = SqlFactSource(engine, reads)
         metrics = Metrics()
         cache: FactCache = CountingCache(
             make_fact_cache(settings.redis_url, prefix=settings.redis_prefix), metrics
@@ -116,6 +121,7 @@ class Container:
         closer = getattr(self.cache, "close", None)
         if closer is not None:
             closer()
+        self.sql_facts.close()
         self.engine.dispose()
 
 

@@ -92,16 +92,25 @@ def test_unreachable_database_is_registry_unavailable(tmp_path: Path) -> None:
         import_directory(engine, tmp_path)
 
 
-def test_reads_survive_the_server_dropping_pooled_connections(pg_engine: Engine) -> None:
-    source = SqlFactSource(pg_engine)
-    source.stamp("11010519491231002X")  # leaves a connection in the pool
-    with pg_engine.connect() as conn:
-        conn.exec_driver_sql(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        conn.commit()
-    assert source.gather("11010519491231002X", ALL_FACTS)["person"] is None
+@pytest.mark.parametrize("pings", [True, False], ids=["pinging-pool", "reads-without-ping"])
+def test_reads_survive_the_server_dropping_pooled_connections(
+    pg_engine: Engine, pings: bool
+) -> None:
+    """Also through a reads engine whose pool does not ping (as the container builds it):
+    the read itself retries on a fresh connection."""
+    url = pg_engine.url.render_as_string(hide_password=False)
+    source = SqlFactSource(pg_engine, None if pings else make_engine(url, pool_pre_ping=False))
+    try:
+        source.stamp("11010519491231002X")  # leaves a connection in the pool
+        with pg_engine.connect() as conn:
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            conn.commit()
+        assert source.gather("11010519491231002X", ALL_FACTS)["person"] is None
+    finally:
+        source.close()
 
 
 def test_concurrent_ensure_schema_on_a_fresh_sqlite_file(tmp_path: Path) -> None:
