@@ -179,7 +179,7 @@ def test_concurrent_ensure_schema_from_separate_processes(fresh_pg_url: str) -> 
 
 def test_records_written_as_jsonb_before_0012_read_the_same_after_it(fresh_pg_url: str) -> None:
     """An operator's upgrade keeps every stored record: the jsonb columns of 0011 become
-    json (migration 0012) with the same values, and new records are written as json."""
+    json (migration 0012) and read back the same values."""
     from alembic import command
 
     from approval_service.service import records
