@@ -22,7 +22,11 @@ class Settings(BaseSettings):
         description="Database URL: postgresql://user@host/db or sqlite:///path",
     )
     db_pool_size: int = Field(
-        default=40, ge=1, le=500, description="database connections kept open per process"
+        default=40,
+        ge=1,
+        le=500,
+        description="database connections kept open per process (on PostgreSQL, half of "
+        "them for the registry reads of prechecks and cache misses)",
     )
     redis_url: str | None = Field(default=None, description="Redis for the fact cache")
     redis_prefix: str = Field(default="miaopi:", description="prefix of every Redis key")

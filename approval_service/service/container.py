@@ -49,11 +49,19 @@ def check_against_registries(policies: dict[str, Policy]) -> None:
         raise PolicyFolderError(errors)
 
 
-def _pool_options(settings: Settings) -> dict[str, Any]:
-    """orjson for JSON columns; on PostgreSQL a pool with a connection for every request thread."""
+def _pool_sizes(settings: Settings) -> tuple[int, int]:
+    """(main pool, reads pool) on PostgreSQL: ``db_pool_size`` is what the process keeps
+    open in all, so the reads pool (see :class:`SqlFactSource`) takes half of it (0: no
+    reads pool of its own, with a budget of one connection)."""
+    reads = settings.db_pool_size // 2
+    return settings.db_pool_size - reads, reads
+
+
+def _pool_options(settings: Settings, size: int) -> dict[str, Any]:
+    """orjson for JSON columns; on PostgreSQL a pool of ``size`` (and half again in bursts)."""
     options: dict[str, Any] = {"json_serializer": dumps}
     if settings.database_url.startswith("postgres"):
-        options.update(pool_size=settings.db_pool_size, max_overflow=settings.db_pool_size // 2)
+        options.update(pool_size=size, max_overflow=size // 2)
     return options
 
 
@@ -84,13 +92,13 @@ class Container:
         }
         policies = PolicySet.load(Path(settings.rules_dir), deployment)
         check_against_registries(policies.policies)
-        engine = make_engine(settings.database_url, **_pool_options(settings))
+        main_size, reads_size = _pool_sizes(settings)
+        engine = make_engine(settings.database_url, **_pool_options(settings, main_size))
         ensure_schema(engine)
         reads = None
-        if is_postgres(engine):  # the single-statement reads retry by themselves: no ping
-            reads = make_engine(
-                settings.database_url, **_pool_options(settings), pool_pre_ping=False
-            )
+        if is_postgres(engine) and reads_size:  # these reads retry by themselves: no ping
+            options = _pool_options(settings, reads_size)
+            reads = make_engine(settings.database_url, **options, pool_pre_ping=False)
         sql_facts = SqlFactSource(engine, reads)
         metrics = Metrics()
         cache: FactCache = CountingCache(
