@@ -4,15 +4,19 @@ The group-commit writer issues for many approvals in one transaction, holding
 the applicants' locks, on facts it has checked are current. Done primitive by
 primitive (:class:`data_lookups.issuance.DirectIssuer`), every issuance costs a
 savepoint and several round trips, and the writer waits on each in turn. Here
-each primitive becomes plain statements, queued, and :meth:`PipelinedIssuer.flush`
-sends them all in one pipeline, then bumps the people's ``fact_versions`` in the
-same round trip. The checks the primitives make on rows they read first are
-conditions of the statements instead (``WHERE status = 'valid'``,
-``balance >= amount``): a statement that changes no row, or one that breaks a
-registry constraint, makes :meth:`~PipelinedIssuer.flush` raise
-:class:`IssuanceConflict`. There is no savepoint to return to: the caller's
-transaction is lost and must be rolled back (the group writer then retries
-each application alone, and only the one at fault gets the error).
+each primitive becomes plain statements, queued, and sent all at once with a bump
+of the people's ``fact_versions``: by :meth:`PipelinedIssuer.flush` in a pipeline
+of their own, or by :meth:`PipelinedIssuer.send` into the caller's pipeline,
+which may go on with the group's records and the ``COMMIT`` in the same round
+trip. The checks the primitives make on rows they read first are conditions of
+the statements instead (``WHERE status = 'valid'``, ``balance >= amount``), and
+PostgreSQL itself fails the transaction when such a statement changes no row
+(``issuance_expect_one``, migration 0013): nothing need be read back before the
+commit. A refusal, or a statement that breaks a registry constraint, is raised
+as :class:`IssuanceConflict` (by :func:`translated`). There is no savepoint to
+return to: the caller's transaction is lost and must be rolled back (the group
+writer then retries each application alone, and only the one at fault gets the
+error).
 
 Money is computed by PostgreSQL's ``numeric``, which is exact to the cent.
 Card numbers come from ``card_no_seq`` as in :func:`~data_lookups.issuance.issue_card`,
@@ -53,15 +57,21 @@ _CARD = (
     "INSERT INTO senior_cards (card_no, id_number, card_type, status, issued_on, expires_on, "
     "source, application_id) VALUES (%s, %s, %s, 'valid', %s, %s, 'miaopi', %s)"
 )
+# a conditional statement fails its transaction unless it changed exactly one row
+# (migration 0013), so nothing need be read back before the COMMIT is sent
+_EXPECT_ONE = "SELECT issuance_expect_one(count(*), %(refused)s) FROM changed"
 _CANCEL = (
-    "UPDATE senior_cards SET status = 'cancelled', cancel_reason = %s, cancelled_on = %s "
-    "WHERE card_no = %s AND status = 'valid' AND id_number = %s"
+    "WITH changed AS (UPDATE senior_cards SET status = 'cancelled', "
+    "cancel_reason = %(reason)s, cancelled_on = %(on)s "
+    "WHERE card_no = %(card)s AND status = 'valid' AND id_number = %(holder)s RETURNING 1) "
+    + _EXPECT_ONE
 )
 # a withdrawal is recorded only if the account's update changed its row (one statement)
 _WITHDRAWAL = (
-    "WITH paid AS ({update} RETURNING id_number) "
+    "WITH paid AS ({update} RETURNING id_number), changed AS ("
     "INSERT INTO fund_withdrawals (id_number, kind, amount, withdrawn_on, application_id) "
-    "SELECT id_number, %(kind)s, %(amount)s, %(on)s, %(application)s FROM paid"
+    "SELECT id_number, %(kind)s, %(amount)s, %(on)s, %(application)s FROM paid RETURNING 1) "
+    + _EXPECT_ONE
 )
 _RENT = _WITHDRAWAL.format(
     update="UPDATE fund_accounts SET balance = balance - %(amount)s, "
@@ -93,16 +103,15 @@ class PipelinedIssuer:
         self._driver = driver
         self._cards_wanted = cards_expected
         self._card_numbers: list[str] = []
-        # (statement, parameters, message when it changes no row; None: any count will do)
-        self._queued: list[tuple[str, Sequence[Any] | dict[str, Any], str | None]] = []
+        self._queued: list[tuple[str, Sequence[Any] | dict[str, Any]]] = []
         self._changed: set[str] = set()
-        self._broken = False  # a flush failed: the transaction must be rolled back
+        self._broken = False  # a send failed: the transaction must be rolled back
 
     # the primitives ------------------------------------------------------------
     def issue_allowance(
         self, id_number: str, start_date: date, monthly_amount: Decimal, application_id: str | None
     ) -> None:
-        self._queue(_ALLOWANCE, (id_number, start_date, monthly_amount, application_id), None)
+        self._queue(_ALLOWANCE, (id_number, start_date, monthly_amount, application_id))
         self._changed.add(id_number)
 
     def issue_card(
@@ -115,7 +124,7 @@ class PipelinedIssuer:
     ) -> str:
         card_no = self._next_card_no()
         params = (card_no, id_number, card_type, issued_on, expires_on, application_id)
-        self._queue(_CARD, params, None)
+        self._queue(_CARD, params)
         self._changed.add(id_number)
         return card_no
 
@@ -123,7 +132,8 @@ class PipelinedIssuer:
         if reason not in ("lost", "renewed"):
             raise ValueError("reason must be 'lost' or 'renewed'")
         refused = f"card {card_no} is not a valid card of the applicant"
-        self._queue(_CANCEL, (reason, on, card_no, holder), refused)
+        params = {"reason": reason, "on": on, "card": card_no, "holder": holder}
+        self._queue(_CANCEL, params | {"refused": refused})
         self._changed.add(holder)
 
     def record_rent_withdrawal(
@@ -133,61 +143,72 @@ class PipelinedIssuer:
         refused = f"rent withdrawal for {mask_id(id_number)}: "
         if amount < _CENT:
             raise IssuanceConflict(refused + "the amount is below one cent")
-        self._queue(
-            _RENT,
-            self._withdrawal(id_number, "rent", amount, on, application_id),
-            refused + "the account is not normal or the balance is short",
-        )
+        refused += "the account is not normal or the balance is short"
+        self._queue(_RENT, self._withdrawal(id_number, "rent", amount, on, application_id, refused))
 
     def close_fund_for_retirement(
         self, id_number: str, amount: Decimal, on: date, application_id: str | None
     ) -> None:
         amount = amount.quantize(_CENT)
+        refused = (
+            f"retirement withdrawal for {mask_id(id_number)}: "
+            "the account is closed or frozen, or the balance moved"
+        )
         self._queue(
             _RETIREMENT,
-            self._withdrawal(id_number, "retirement", amount, on, application_id),
-            f"retirement withdrawal for {mask_id(id_number)}: "
-            "the account is closed or frozen, or the balance moved",
+            self._withdrawal(id_number, "retirement", amount, on, application_id, refused),
         )
 
     # sending --------------------------------------------------------------------
     def flush(self) -> None:
-        """Send everything queued and the version bumps in one pipeline; check each.
+        """Send everything queued and the version bumps in one pipeline, and wait for it.
 
-        After an :class:`IssuanceConflict` the rest of what was queued has been applied:
-        the caller must roll the transaction back, and this issuer refuses more work.
+        After an :class:`IssuanceConflict` the transaction is lost (PostgreSQL refuses
+        every statement until it is rolled back), and this issuer refuses more work.
+        """
+        self._check_usable()
+        if not self._queued:
+            return
+        with translated(), self._driver.pipeline():
+            self.send()
+
+    def send(self) -> None:
+        """Queue everything queued, and the version bumps, in the caller's open pipeline.
+
+        The caller may send more after it (the group's records, the ``COMMIT``) and
+        tells a conflict in what the pipeline raises by :func:`conflict_of`: a conditional
+        statement that changed no row fails the transaction there (migration 0013), so
+        a ``COMMIT`` in the same pipeline is never carried out after a refusal.
         """
         self._check_usable()
         if not self._queued:
             return
         queued, self._queued = self._queued, []
         changed, self._changed = sorted(self._changed), set()
-        self._broken = True  # until every statement is known to have done its part
-        with _translated(), self._driver.pipeline():
-            cursors = [
-                (self._driver.execute(sql, params, prepare=True), refused)
-                for sql, params, refused in queued
-            ]
-            self._driver.execute(_BUMP, (changed,), prepare=False)
-        for cursor, refused in cursors:
-            if refused is not None and cursor.rowcount != 1:
-                raise IssuanceConflict(refused)
-        self._broken = False
+        self._broken = True  # until the caller's pipeline has come back without an error
+        for sql, params in queued:
+            self._driver.execute(sql, params, prepare=True)
+        self._driver.execute(_BUMP, (changed,), prepare=False)
+        self._broken = False  # what went wrong is raised with the pipeline's results
 
     def _check_usable(self) -> None:
-        if self._broken:
+        if self._broken or self._driver.info.transaction_status == _FAILED:
             raise IssuanceConflict(
                 "an earlier issuance in this transaction was refused; roll it back first"
             )
 
-    def _queue(
-        self, statement: str, params: Sequence[Any] | dict[str, Any], refused: str | None
-    ) -> None:
+    def _queue(self, statement: str, params: Sequence[Any] | dict[str, Any]) -> None:
         self._check_usable()
-        self._queued.append((statement, params, refused))
+        self._queued.append((statement, params))
 
     def _withdrawal(
-        self, id_number: str, kind: str, amount: Decimal, on: date, application_id: str | None
+        self,
+        id_number: str,
+        kind: str,
+        amount: Decimal,
+        on: date,
+        application_id: str | None,
+        refused: str,
     ) -> dict[str, Any]:
         self._changed.add(id_number)
         return {
@@ -196,12 +217,13 @@ class PipelinedIssuer:
             "amount": amount,
             "on": on,
             "application": application_id,
+            "refused": refused,
         }
 
     def _next_card_no(self) -> str:
         self._check_usable()
         while not self._card_numbers:
-            with _translated():
+            with translated():
                 rows = self._driver.execute(
                     _DRAW, {"prefix": CARD_NO_PREFIX, "n": max(self._cards_wanted, 1)}
                 ).fetchall()
@@ -212,15 +234,37 @@ class PipelinedIssuer:
         return self._card_numbers.pop()
 
 
+_FAILED = psycopg.pq.TransactionStatus.INERROR
+#: tables the group writer inserts into besides issuing: their constraints are not conflicts
+RECORD_TABLES = frozenset({"applications", "outbox"})
+
+
+def conflict_of(error: psycopg.IntegrityError) -> IssuanceConflict | None:
+    """The issuance conflict an integrity error stands for: a refused conditional
+    statement, or a broken registry constraint; None for a record's own constraint."""
+    diag = error.diag
+    if diag.constraint_name == REFUSED:
+        return IssuanceConflict(diag.message_primary or "the issuance was refused")
+    if diag.table_name in RECORD_TABLES:
+        return None
+    meaning = _CONSTRAINTS.get(diag.constraint_name or "", "it would break a registry constraint")
+    return IssuanceConflict(f"cannot issue: {meaning}")
+
+
+#: the constraint name migration 0013's ``issuance_expect_one`` raises with
+REFUSED = "issuance_refused"
+
+
 @contextmanager
-def _translated() -> Iterator[None]:
-    """psycopg's errors as the registry's: a broken constraint is a conflict."""
+def translated() -> Iterator[None]:
+    """psycopg's errors as the registry's: a refusal or a broken constraint is a conflict."""
     try:
         yield
     except psycopg.IntegrityError as error:
-        constraint = error.diag.constraint_name or ""
-        meaning = _CONSTRAINTS.get(constraint, "it would break a registry constraint")
-        raise IssuanceConflict(f"cannot issue: {meaning}") from error
+        conflict = conflict_of(error)
+        if conflict is None:
+            raise exc.IntegrityError("issuing", None, error) from error
+        raise conflict from error
     except psycopg.OperationalError as error:
         if not connection_lost(error):  # a deadlock, say: this transaction's, retried alone
             raise exc.OperationalError("issuing", None, error) from error

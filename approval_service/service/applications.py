@@ -296,7 +296,8 @@ class ApplicationService:
         its decision; otherwise (the cache was behind, or an earlier application of
         this group issued to the same person) it is decided again on facts read here.
         Approvals that issue do so now, under the lock, and every decision record and
-        notification is inserted at once (see :mod:`group_store`). Records built before
+        notification is inserted at once, and on PostgreSQL committed in the same round
+        trip (see :mod:`group_store`). Records built before
         the writer (see :meth:`_decide`) are used as they are unless the application was
         decided again or issuing added to its result (a card number).
         """
@@ -319,8 +320,7 @@ class ApplicationService:
             if key is not None:  # its twin later in this group gets the same answer
                 earlier[key] = (p.digest, outcome.document)
             rows.extend(prepared)
-        issuer.flush()
-        group_store.insert_prepared(conn, rows)
+        group_store.finish_group(conn, issuer, rows)  # on PostgreSQL this commits
         return outcomes
 
     def after_commit(self, group: Sequence[_Pending], outcomes: Sequence[_Outcome]) -> None:

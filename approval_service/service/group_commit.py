@@ -6,7 +6,10 @@ on an asyncio future (:meth:`GroupCommitter.run`). The writer takes everything
 queued (up to ``max_batch``), begins one write transaction on its own
 connection, lets the ``process`` function do the whole group on it (lock,
 check, issue, insert), commits, and only then answers the callers: threads one
-by one, each event loop with a single wake-up for all its waiters. Under load one
+by one, each event loop with a single wake-up for all its waiters. ``process``
+may send the ``COMMIT`` itself, with its last statements, to save a round trip
+(the group store does on PostgreSQL); the writer's commit then finds nothing left
+to do, and a ``process`` that raises has committed nothing. Under load one
 commit (one WAL flush, one set of round trips) serves many applications; with a
 single request in flight it costs what a plain transaction costs.
 

@@ -1,14 +1,14 @@
 """The statements of a group commit, run on the connection of the group's transaction.
 
 On PostgreSQL they go straight through psycopg, with no SQLAlchemy statement
-building on the hot path, and in pipelines, so that a small group costs three
+building on the hot path, and in pipelines, so that a small group costs two
 round trips: :func:`open_group` locks every person of the group (in one order,
 so two groups cannot deadlock), then reads their stamps and the first answers of
-repeated ``Idempotency-Key``s; the :func:`issuer` sends what the group issues
-(one more round trip, and one to draw card numbers when it issues cards);
-:func:`insert_prepared` inserts every record (rows usually prepared, JSON
-encoded, before the writer: :func:`prepare_row`), by ``COPY`` when the group is
-large; then the commit. Statements of a pipeline
+repeated ``Idempotency-Key``s; :func:`finish_group` sends what the group issues
+(the :func:`issuer` queued it), inserts every record (rows usually prepared, JSON
+encoded, before the writer: :func:`prepare_row`) and commits, all in one
+pipeline. A group that issues cards draws their numbers in one more round trip;
+a large group's records go in by ``COPY`` (two more). Statements of a pipeline
 run one after the other, each with its own snapshot, so the stamps are read after
 the locks are held. On SQLite (the embedded default, where the write transaction
 already serialises every writer) the same work goes through SQLAlchemy Core.
@@ -32,7 +32,7 @@ from approval_service.service.records import applications
 from data_lookups.database import connection_lost, is_postgres
 from data_lookups.facts import PG_STAMPS_SQL, SqlFactSource, Stamp, stamps_from_rows
 from data_lookups.issuance import DirectIssuer, Issuer
-from data_lookups.issuance_pipeline import PipelinedIssuer
+from data_lookups.issuance_pipeline import PipelinedIssuer, conflict_of
 
 Row = Mapping[str, Any]
 #: (channel, Idempotency-Key) -> (hash of the first request, its response document)
@@ -63,6 +63,9 @@ def _translated(statement: str) -> Iterator[None]:
     try:
         yield
     except psycopg.IntegrityError as error:
+        conflict = conflict_of(error)  # an issuance refused, or a registry constraint
+        if conflict is not None:
+            raise conflict from error
         raise exc.IntegrityError(statement, None, error) from error
     except psycopg.OperationalError as error:
         if not connection_lost(error):  # a deadlock, say: this transaction's, retried alone
@@ -194,7 +197,7 @@ COPY_FROM = 24
 
 
 def insert_prepared(conn: Connection, rows: Iterable[Prepared]) -> None:
-    """Insert prepared rows, table by table.
+    """Insert prepared rows, table by table, in the caller's transaction.
 
     PostgreSQL: a table with many rows in the group (:data:`COPY_FROM`, a busy
     service's usual group) gets one ``COPY``, which costs the writer about 40 % less
@@ -203,24 +206,62 @@ def insert_prepared(conn: Connection, rows: Iterable[Prepared]) -> None:
     one pipeline, one round trip in all, which is what a small group (an idle
     service's) waits on least.
     """
+    driver = _driver(conn)
+    if driver is None:
+        for (table, _), values in _by_statement(rows).items():
+            conn.execute(insert(table), values)
+        return
+    _write(driver, rows, None, commit=False)
+
+
+def finish_group(conn: Connection, issuer: Issuer, rows: Iterable[Prepared]) -> None:
+    """Send what the group issues, insert its records and commit the transaction.
+
+    PostgreSQL: the issuance, the records inserted one ``INSERT`` each and the
+    ``COMMIT`` go in one pipeline, one round trip (the ``COPY`` of a large group's
+    records goes before it, as in :func:`insert_prepared`). A refused issuance or a
+    broken constraint fails the transaction there, so the ``COMMIT`` is not carried
+    out; what it raised is raised here, and the caller rolls back. When this returns,
+    the group is durable: the writer's own commit has nothing left to do. SQLite:
+    issued and inserted, left for the writer to commit.
+    """
+    driver = _driver(conn)
+    if driver is None or not isinstance(issuer, PipelinedIssuer):
+        issuer.flush()
+        insert_prepared(conn, rows)
+        return
+    _write(driver, rows, issuer, commit=True)
+
+
+def _by_statement(rows: Iterable[Prepared]) -> dict[tuple[Table, tuple[str, ...]], list[Any]]:
     by_statement: dict[tuple[Table, tuple[str, ...]], list[Any]] = {}
     for row in rows:
         by_statement.setdefault((row.table, row.columns), []).append(row.values)
-    driver = _driver(conn)
-    if driver is None:
-        for (table, _), values in by_statement.items():
-            conn.execute(insert(table), values)
-        return
+    return by_statement
+
+
+def _write(
+    driver: psycopg.Connection[Any],
+    rows: Iterable[Prepared],
+    issuer: PipelinedIssuer | None,
+    *,
+    commit: bool,
+) -> None:
+    by_statement = _by_statement(rows)
     few = {key: values for key, values in by_statement.items() if len(values) < COPY_FROM}
-    with _translated("inserting the group's records"):
+    with _translated("writing the group"):
         for (table, columns), values in by_statement.items():
             if (table, columns) not in few:
                 _copy(driver, table, columns, values)
-        if few:
+        if few or issuer is not None or commit:
             with driver.pipeline(), driver.cursor() as cur:
+                if issuer is not None:
+                    issuer.send()
                 for (table, columns), values in few.items():
                     statement, _ = _insert_statement(table, columns)
                     cur.executemany(statement, values)
+                if commit:
+                    driver.commit()  # queued after the rest: carried out only if all of it was
 
 
 def _copy(
