@@ -103,6 +103,7 @@ class PipelinedIssuer:
         self._driver = driver
         self._cards_wanted = cards_expected
         self._card_numbers: list[str] = []
+        self._drawn: psycopg.Cursor[Any] | None = None  # a draw sent ahead, not read yet
         self._queued: list[tuple[str, Sequence[Any] | dict[str, Any]]] = []
         self._changed: set[str] = set()
         self._broken = False  # a send failed: the transaction must be rolled back
@@ -220,13 +221,23 @@ class PipelinedIssuer:
             "refused": refused,
         }
 
+    def draw_ahead(self) -> None:
+        """Draw the numbers of the cards expected in the caller's open pipeline (the
+        group's first round trip), so that issuing the first card waits for nothing."""
+        if self._cards_wanted and self._drawn is None and not self._card_numbers:
+            self._drawn = self._driver.execute(_DRAW, self._draw_params())
+
+    def _draw_params(self) -> dict[str, Any]:
+        return {"prefix": CARD_NO_PREFIX, "n": max(self._cards_wanted, 1)}
+
     def _next_card_no(self) -> str:
         self._check_usable()
         while not self._card_numbers:
             with translated():
-                rows = self._driver.execute(
-                    _DRAW, {"prefix": CARD_NO_PREFIX, "n": max(self._cards_wanted, 1)}
-                ).fetchall()
+                drawn, self._drawn = self._drawn, None
+                if drawn is None:
+                    drawn = self._driver.execute(_DRAW, self._draw_params())
+                rows = drawn.fetchall()
             # an imported card may use a drawn number: skip it, and draw again if short
             self._card_numbers = [card_number(int(v)) for v, taken in rows if not taken]
             self._card_numbers.reverse()  # handed out in the order drawn

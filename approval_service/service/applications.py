@@ -303,9 +303,9 @@ class ApplicationService:
         """
         people = [p.app.applicant_id for p in group]
         keyed = [(p.channel, p.idempotency_key) for p in group if p.idempotency_key is not None]
-        stamps, earlier = group_store.open_group(conn, self.c.sql_facts, people, keyed)
         cards = sum(self._issues_a_card(p.decider, p.decision) for p in group)
         issuer = group_store.issuer(conn, cards_expected=cards)
+        stamps, earlier = group_store.open_group(conn, self.c.sql_facts, people, keyed, issuer)
         changed: set[str] = set()  # people this group has issued to
         outcomes: list[_Outcome] = []
         rows: list[group_store.Prepared] = []

@@ -7,8 +7,8 @@ so two groups cannot deadlock), then reads their stamps and the first answers of
 repeated ``Idempotency-Key``s; :func:`finish_group` sends what the group issues
 (the :func:`issuer` queued it), inserts every record (rows usually prepared, JSON
 encoded, before the writer: :func:`prepare_row`) and commits, all in one
-pipeline. A group that issues cards draws their numbers in one more round trip;
-a large group's records go in by ``COPY`` (two more). Statements of a pipeline
+pipeline. The numbers of the cards a group expects to issue are drawn in the
+first round trip; a large group's records go in by ``COPY`` (two more). Statements of a pipeline
 run one after the other, each with its own snapshot, so the stamps are read after
 the locks are held. On SQLite (the embedded default, where the write transaction
 already serialises every writer) the same work goes through SQLAlchemy Core.
@@ -94,8 +94,10 @@ def open_group(
     facts: SqlFactSource,
     people: Sequence[str],
     keys: Iterable[tuple[str, str]],
+    issuer: Issuer | None = None,
 ) -> tuple[dict[str, Stamp], Earlier]:
-    """Lock the people, then read their stamps and the earlier answers for these keys."""
+    """Lock the people, then read their stamps and the earlier answers for these keys;
+    on PostgreSQL, the ``issuer``'s card numbers are drawn in the same round trip."""
     driver = _driver(conn)
     if driver is None:
         return facts.stamps_in(conn, people), earlier_answers(conn, keys)
@@ -108,6 +110,8 @@ def open_group(
             earlier = (
                 driver.execute(_EARLIER, _key_params(wanted), prepare=False) if wanted else None
             )
+            if isinstance(issuer, PipelinedIssuer):
+                issuer.draw_ahead()
         stamp_rows = stamps.fetchall()
         earlier_rows = earlier.fetchall() if earlier is not None else []
     return stamps_from_rows(people, stamp_rows), _earlier(earlier_rows)

@@ -264,3 +264,36 @@ def test_a_lost_connection_is_an_outage_and_a_deadlock_is_not() -> None:
     assert not connection_lost(psycopg.errors.DeadlockDetected("deadlock detected"))
     assert not connection_lost(psycopg.errors.LockNotAvailable("could not obtain lock"))
     assert connection_lost(psycopg.errors.AdminShutdown("terminating connection"))
+
+
+@pytest.mark.parametrize("taken_offset", [None, 0, 1])
+def test_cards_drawn_ahead_in_a_pipeline_are_the_ones_a_draw_would_give(
+    pg_engine: Engine, tmp_path: Path, taken_offset: int | None
+) -> None:
+    """The group writer draws the numbers in its first round trip (``draw_ahead``); the
+    cards then get the sequence's next numbers, skipping one an import uses."""
+    first = _next_number(pg_engine)
+    taken = None
+    if taken_offset is not None:
+        taken = f"AH3416{first + taken_offset:010d}"
+        write_jsonl(tmp_path, "senior_cards.jsonl", [valid_card(taken, new_id())])
+        assert import_directory(pg_engine, tmp_path, today=D).ok
+    people = [new_id() for _ in range(2)]
+    with write_transaction(pg_engine) as conn:
+        driver = conn.connection.driver_connection
+        issuer = PipelinedIssuer(driver, cards_expected=2)  # type: ignore[arg-type]
+        with driver.pipeline():  # type: ignore[union-attr]
+            driver.execute("SELECT 1")  # type: ignore[union-attr]
+            issuer.draw_ahead()
+        assert _next_number(pg_engine) == first + 2  # drawn in that round trip already
+        numbers = [_card(issuer, me) for me in people]
+        issuer.flush()
+    free = [f"AH3416{n:010d}" for n in range(first, first + 3) if f"AH3416{n:010d}" != taken]
+    assert numbers == free[:2]
+    assert _next_number(pg_engine) == first + (2 if taken is None else 3)  # one more drawn
+    for me, number in zip(people, numbers, strict=True):
+        assert [c["card_no"] for c in _cards(pg_engine, me)] == [number]
+
+
+def _cards(engine: Engine, me: str) -> list[dict[str, Any]]:
+    return list(SqlFactSource(engine).gather(me, frozenset({"cards"}))["cards"] or [])
