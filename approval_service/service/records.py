@@ -27,10 +27,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    insert,
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
 from data_lookups.models import Base
 
@@ -118,15 +118,15 @@ def open_referrals(conn: Connection) -> list[dict[str, Any]]:
 def remember_policy(
     conn: Connection, sha256: str, item: str, version: str, source: str, now: datetime
 ) -> None:
-    exists = conn.execute(
-        select(policy_versions.c.sha256).where(policy_versions.c.sha256 == sha256)
-    ).first()
-    if exists is None:
-        conn.execute(
-            insert(policy_versions).values(
-                sha256=sha256, item=item, version=version, source=source, first_seen=now
-            )
-        )
+    """Keep a policy's text under its sha256, once. Several workers (or hosts) start on
+    a new policy at the same moment: each inserts unless the row is there, and one that
+    finds another's row being inserted waits for it and then does nothing."""
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    conn.execute(
+        dialect_insert(policy_versions)
+        .values(sha256=sha256, item=item, version=version, source=source, first_seen=now)
+        .on_conflict_do_nothing(index_elements=[policy_versions.c.sha256])
+    )
 
 
 def policy_source(conn: Connection, sha256: str) -> str | None:

@@ -1,19 +1,23 @@
-"""Start-up refuses policies that read facts the registries do not provide, or unknown actions."""
+"""Start-up: policies that do not fit the registries are refused; pools and policy records hold."""
 
 from __future__ import annotations
 
 import shutil
 import threading
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import func, select
 
 from approval_service.errors import PolicyFolderError
 from approval_service.service.container import Container
+from approval_service.service.records import policy_versions, remember_policy
 from approval_service.settings import Settings
-from data_lookups.database import read_connection
+from data_lookups.database import ensure_schema, make_engine, read_connection, write_transaction
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,3 +88,49 @@ def test_the_process_keeps_at_most_db_pool_size_connections_open(
     finally:
         container.close()
     assert 1 <= kept <= pool_size
+
+
+def test_workers_starting_together_on_a_new_policy_all_start(
+    pg_database: Callable[[str], str],
+) -> None:
+    """Every worker records the loaded policies at start-up. Two that record the same new
+    one at once: the second waits on the first's uncommitted row, then finds it there.
+    (It used to read no row, insert, and die of a duplicate key when the first committed:
+    seen with two workers starting together on a fresh database.)"""
+    url = pg_database("policy_race")
+    engine = make_engine(url)
+    ensure_schema(engine)
+    now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    args = ("ab" * 32, "elderly-allowance", "2026.1", "item: elderly-allowance\n", now)
+    failures: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            with write_transaction(engine) as conn:
+                remember_policy(conn, *args)
+        except BaseException as error:  # reported by the assertion below
+            failures.append(error)
+
+    try:
+        with engine.connect() as first:
+            first.begin()
+            remember_policy(first, *args)
+            racer = threading.Thread(target=second)
+            racer.start()
+            with psycopg.connect(url, autocommit=True) as probe:
+                for _ in range(200):  # until the second waits on the first's row
+                    (waiting,) = probe.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                        "current_database() AND wait_event_type = 'Lock'"
+                    ).fetchone() or (0,)
+                    if waiting:
+                        break
+                    time.sleep(0.02)
+            assert waiting == 1
+            first.commit()
+        racer.join(timeout=10)
+        assert failures == []
+        with read_connection(engine) as conn:
+            assert conn.execute(select(func.count()).select_from(policy_versions)).scalar() == 1
+    finally:
+        engine.dispose()
