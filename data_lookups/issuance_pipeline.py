@@ -164,8 +164,8 @@ class PipelinedIssuer:
     def flush(self) -> None:
         """Send everything queued and the version bumps in one pipeline, and wait for it.
 
-        After an :class:`IssuanceConflict` the transaction is lost (PostgreSQL refuses
-        every statement until it is rolled back), and this issuer refuses more work.
+        After an :class:`IssuanceConflict` the transaction is lost: PostgreSQL refuses
+        every statement until it is rolled back, and until then so does this issuer.
         """
         self._check_usable()
         if not self._queued:
@@ -186,11 +186,14 @@ class PipelinedIssuer:
             return
         queued, self._queued = self._queued, []
         changed, self._changed = sorted(self._changed), set()
-        self._broken = True  # until the caller's pipeline has come back without an error
+        # a statement that could not even be queued (a parameter psycopg cannot adapt)
+        # leaves the batch half-sent: refuse more work. A refusal by PostgreSQL is seen
+        # later, in the transaction's status (see _check_usable).
+        self._broken = True
         for sql, params in queued:
             self._driver.execute(sql, params, prepare=True)
         self._driver.execute(_BUMP, (changed,), prepare=False)
-        self._broken = False  # what went wrong is raised with the pipeline's results
+        self._broken = False
 
     def _check_usable(self) -> None:
         if self._broken or self._driver.info.transaction_status == _FAILED:

@@ -1,17 +1,18 @@
 """The statements of a group commit, run on the connection of the group's transaction.
 
 On PostgreSQL they go straight through psycopg, with no SQLAlchemy statement
-building on the hot path, and in pipelines, so that a small group costs two
-round trips: :func:`open_group` locks every person of the group (in one order,
-so two groups cannot deadlock), then reads their stamps and the first answers of
-repeated ``Idempotency-Key``s; :func:`finish_group` sends what the group issues
-(the :func:`issuer` queued it), inserts every record (rows usually prepared, JSON
-encoded, before the writer: :func:`prepare_row`) and commits, all in one
-pipeline. The numbers of the cards a group expects to issue are drawn in the
-first round trip; a large group's records go in by ``COPY`` (two more). Statements of a pipeline
-run one after the other, each with its own snapshot, so the stamps are read after
-the locks are held. On SQLite (the embedded default, where the write transaction
-already serialises every writer) the same work goes through SQLAlchemy Core.
+building on the hot path, and in pipelines, so that a small group costs three
+round trips: psycopg's ``BEGIN``; :func:`open_group`, which locks every person
+of the group (in one order, so two groups cannot deadlock), then reads their
+stamps and the first answers of repeated ``Idempotency-Key``s, and draws the
+numbers of the cards the group expects to issue; and :func:`finish_group`, which
+sends what the group issues (the :func:`issuer` queued it), inserts every record
+(rows usually prepared, JSON encoded, before the writer: :func:`prepare_row`)
+and commits, all in one pipeline. A large group's records go in by ``COPY``, two
+more round trips for each table copied. Statements of a pipeline run one after
+the other, each with its own snapshot, so the stamps are read after the locks
+are held. On SQLite (the embedded default, where the write transaction already
+serialises every writer) the same work goes through SQLAlchemy Core.
 """
 
 from __future__ import annotations
@@ -222,18 +223,20 @@ def finish_group(conn: Connection, issuer: Issuer, rows: Iterable[Prepared]) -> 
     """Send what the group issues, insert its records and commit the transaction.
 
     PostgreSQL: the issuance, the records inserted one ``INSERT`` each and the
-    ``COMMIT`` go in one pipeline, one round trip (the ``COPY`` of a large group's
-    records goes before it, as in :func:`insert_prepared`). A refused issuance or a
+    ``COMMIT`` go in one pipeline, one round trip (a table with many rows is copied
+    before it, as in :func:`insert_prepared`). A refused issuance or a
     broken constraint fails the transaction there, so the ``COMMIT`` is not carried
     out; what it raised is raised here, and the caller rolls back. When this returns,
     the group is durable: the writer's own commit has nothing left to do. SQLite:
     issued and inserted, left for the writer to commit.
     """
     driver = _driver(conn)
-    if driver is None or not isinstance(issuer, PipelinedIssuer):
+    if driver is None:
         issuer.flush()
         insert_prepared(conn, rows)
         return
+    if not isinstance(issuer, PipelinedIssuer):  # it would issue outside the commit's pipeline
+        raise TypeError("on PostgreSQL a group issues through group_store.issuer()")
     _write(driver, rows, issuer, commit=True)
 
 
@@ -264,8 +267,9 @@ def _write(
                 for (table, columns), values in few.items():
                     statement, _ = _insert_statement(table, columns)
                     cur.executemany(statement, values)
-                if commit:
-                    driver.commit()  # queued after the rest: carried out only if all of it was
+                if commit:  # queued after the rest: carried out only if all of it was
+                    # (as a statement: psycopg's commit() would wait on a Sync of its own)
+                    cur.execute("COMMIT")
 
 
 def _copy(

@@ -17,6 +17,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -28,6 +29,7 @@ from approval_service.errors import IssuanceConflict
 from approval_service.service import group_store
 from approval_service.service.records import applications, outbox
 from data_lookups.database import ensure_schema, make_engine, write_transaction
+from data_lookups.facts import SqlFactSource
 from data_lookups.id_numbers import make_id_number, mask_id
 from data_lookups.issuance import Issuer
 from data_lookups.models import FundAccount
@@ -236,3 +238,53 @@ def test_a_repeated_key_is_an_integrity_error_and_commits_nothing(
         )
     assert seen(engine, first)["records"] == 1
     assert seen(engine, twin) == seen(engine, new_id())
+
+
+def client_turns(trace: Path) -> int:
+    """How many times the client waited for the server: libpq's trace, a turn each time a
+    backend message follows frontend ones."""
+    turns, last = 0, ""
+    for line in trace.read_text().splitlines():
+        direction = line.split("\t", 1)[0]
+        if direction == "B" and last == "F":
+            turns += 1
+        if direction in ("F", "B"):
+            last = direction
+    return turns
+
+
+GROUPS: dict[str, tuple[int, Callable[[Issuer, str], object]]] = {
+    # (cards expected, what the group issues)
+    "nothing issued": (0, lambda issuer, me: None),
+    "an allowance": (0, lambda issuer, me: issuer.issue_allowance(me, TODAY, Decimal("60"), "a")),
+    "a card": (1, lambda issuer, me: issuer.issue_card(me, "A", TODAY, date(2031, 12, 1), "c")),
+}
+
+
+@pytest.mark.parametrize("case", list(GROUPS))
+def test_a_small_group_costs_three_round_trips(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    """psycopg's BEGIN, opening the group (locks, stamps, earlier answers, card numbers),
+    finishing it (issuance, records, COMMIT). Counted, not timed: a statement that waits
+    on its own (a commit() with a Sync of its own, a draw in the middle of issuing) adds
+    a turn and fails this."""
+    monkeypatch.setattr(group_store, "COPY_FROM", 10**9)
+    cards, work = GROUPS[case]
+    me = with_fund(engine, "10.00")
+    trace = tmp_path / "libpq.trace"
+    with engine.connect() as conn, trace.open("w") as out:
+        driver = driver_of(conn)
+        driver.pgconn.trace(out.fileno())
+        driver.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            with conn.begin():
+                issuer = group_store.issuer(conn, cards_expected=cards)
+                keys = [("portal", secrets.token_hex(8))]
+                group_store.open_group(conn, SqlFactSource(engine), [me], keys, issuer)
+                work(issuer, me)
+                group_store.finish_group(conn, issuer, rows_for(me, keys[0][1]))
+        finally:
+            driver.pgconn.untrace()
+    assert client_turns(trace) == 3
+    assert seen(engine, me)["records"] == 1
