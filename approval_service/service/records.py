@@ -37,8 +37,9 @@ from data_lookups.models import Base
 #: ``json`` on PostgreSQL, not ``jsonb``: a record's JSON is written on the hot path and
 #: read back whole, never searched inside. ``json`` keeps the text as sent (checked,
 #: not converted), which costs PostgreSQL about half the CPU per record of ``jsonb``
-#: and keeps a typical record under the size at which PostgreSQL starts compressing it
-#: (migration 0012, README "Load test").
+#: (migration 0012, README "Load test"). A typical record is still just over 2 kB, where
+#: PostgreSQL would start compressing it on insert: the table's ``toast_tuple_target``
+#: keeps records up to 4 kB inline and uncompressed (migration 0014).
 JSONType = JSON()
 
 applications = Table(

@@ -288,3 +288,38 @@ def test_a_small_group_costs_three_round_trips(
             driver.pgconn.untrace()
     assert client_turns(trace) == 3
     assert seen(engine, me)["records"] == 1
+
+
+def test_a_typical_record_is_stored_uncompressed(engine: Engine, insert_path: str) -> None:
+    """A record just over 2 kB, as most are, is not compressed on insert (migration 0014):
+    the same row in a table with PostgreSQL's default target is."""
+    me = new_id()
+    trace = [
+        {
+            "code": f"CONDITION_{n}",
+            "require": f'person.status != "deceased" and age(person.birth_date, today) >= {n}',
+            "on_fail": "reject",
+            "outcome": "passed",
+            "values": {"person.status": "alive", "person.birth_date": "1940-04-04", "n": n},
+        }
+        for n in range(10)
+    ]
+    rows = rows_for(me)
+    rows[0] = rows[0].replaced("trace", trace)
+    finish(engine, lambda i: None, rows)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TEMP TABLE default_target (LIKE applications) ON COMMIT DROP")
+        conn.exec_driver_sql(
+            "INSERT INTO default_target SELECT * FROM applications WHERE applicant_id = %s",
+            (me,),
+        )
+        stored, default = (
+            conn.exec_driver_sql(
+                f"SELECT pg_column_size(t.*), pg_column_compression(trace) FROM {table} t "
+                "WHERE applicant_id = %s",
+                (me,),
+            ).one()
+            for table in ("applications", "default_target")
+        )
+    assert stored[0] > 2100 and stored[1] is None
+    assert default[1] is not None  # large enough that PostgreSQL would have compressed it
