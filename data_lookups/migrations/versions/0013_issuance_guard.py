@@ -9,7 +9,9 @@ by PostgreSQL, the issuance, the records and the ``COMMIT`` go in one round trip
 the statement ends with ``SELECT issuance_expect_one(count(*), refusal)`` over the
 rows it changed, and this function raises ``check_violation`` (constraint
 ``issuance_refused``, the refusal as its message) when that count is not one, so
-PostgreSQL skips the ``COMMIT`` that follows and rolls the transaction back.
+PostgreSQL skips the ``COMMIT`` that follows and rolls the transaction back. Each
+refusal therefore shows in PostgreSQL's log as an ``ERROR`` with its message, which
+names the applicant only masked (and no statement parameters, by default).
 
 SQLite issues one primitive at a time and checks in Python: nothing to do there.
 
