@@ -50,9 +50,11 @@ from approval_service.service.records import applications, outbox
 from approval_service.settings import Settings
 from data_lookups.database import write_transaction
 from data_lookups.facts import ALL_FACTS
-from data_lookups.id_numbers import make_id_number, mask_id
+from data_lookups.id_numbers import make_id_number
 from data_lookups.issuance import bump_versions, issue_allowance
 from data_lookups.models import Person, Photo
+
+from .record_rows import outbox_row, record_row
 
 ROOT = Path(__file__).resolve().parents[2]
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -569,46 +571,20 @@ AWKWARD = '制表符\t换行\n反斜杠\\ 引号" \\N 结束'  # separators, esc
 
 
 def application_row(channel: str, key: str | None, **changes: Any) -> dict[str, Any]:
-    applicant = new_id()
-    row: dict[str, Any] = {
-        "id": secrets.token_hex(16),
-        "channel": channel,
-        "idempotency_key": key,
-        "request_hash": None if key is None else secrets.token_hex(32),
-        "item": "elderly-allowance",
-        "applicant_id": applicant,
-        "applicant_masked": mask_id(applicant),
-        "policy_version": "2025.1",
-        "policy_sha256": "cd" * 32,
-        "business_date": TODAY,
-        "decision": "referred",
-        "reasons": [{"code": "PERSON_NOT_FOUND", "message": AWKWARD, "basis": None}],
-        "result": {},
-        "facts": FACTS,
-        "trace": [{"code": "PERSON_NOT_FOUND", "passed": False, "values": {"x": None}}],
-        "form": {"mailing_address": "亳州市谯城区", "note": None},
-        "timings": {"gather_ms": 0.25, "decide_ms": 0.01, "total_ms": 1.5},
-        "decided_at": NOW,
-        "deadline": None,
-        "review_state": None,
-        "document": {"application_id": None, "result": {"amount": Decimal("60.00")}, "n": [1, 2]},
-    }
-    row["document"]["application_id"] = row["id"]
+    """A referral's record with awkward text and nulls inside its JSON."""
+    row = record_row(new_id(), channel=channel, key=key)
+    row.update(
+        decision="referred",
+        reasons=[{"code": "PERSON_NOT_FOUND", "message": AWKWARD, "basis": None}],
+        result={},
+        facts=FACTS,
+        trace=[{"code": "PERSON_NOT_FOUND", "passed": False, "values": {"x": None}}],
+        form={"mailing_address": "亳州市谯城区", "note": None},
+        timings={"gather_ms": 0.25, "decide_ms": 0.01, "total_ms": 1.5},
+        document={"application_id": row["id"], "result": {"amount": Decimal("60.00")}, "n": [1, 2]},
+    )
     row.update(changes)
     return row
-
-
-def outbox_row(message: str) -> dict[str, Any]:
-    return {
-        "id": secrets.token_hex(16),
-        "dedup_key": f"{secrets.token_hex(8)}:decided",
-        "application_id": secrets.token_hex(16),
-        "recipient_id": new_id(),
-        "text": message,
-        "created_at": NOW,
-        "next_attempt_at": NOW,
-        "attempts": 0,
-    }
 
 
 JSON_COLUMNS = ["reasons", "result", "facts", "trace", "form", "timings", "document"]
@@ -653,7 +629,7 @@ def test_inserted_rows_round_trip_json_and_keep_none_null(
         application_row("portal", new_key()),
         application_row("portal", None, deadline=date(2026, 11, 26), review_state="open"),
     ]
-    message = outbox_row(AWKWARD)
+    message = outbox_row(AWKWARD, new_id())
     with write_transaction(container.engine) as conn:  # both tables at once, as a group does
         insert_rows(conn, {applications: rows, outbox: [message]})
         insert_rows(conn, {applications: [], outbox: []})  # nothing to do
@@ -685,7 +661,7 @@ def test_inserting_rows_raises_sqlalchemy_integrity_error(
     with write_transaction(container.engine) as conn:
         insert_rows(conn, {applications: [application_row("portal", key)]})
     twin = [application_row("portal", None), application_row("portal", key)]
-    message = outbox_row("never sent")
+    message = outbox_row("never sent", new_id())
     with pytest.raises(exc.IntegrityError), write_transaction(container.engine) as conn:
         insert_rows(conn, {outbox: [message], applications: twin})
     assert recorded(container, idempotency_key=key) == 1  # nothing of the failed group stayed

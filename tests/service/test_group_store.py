@@ -15,11 +15,10 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections.abc import Callable, Iterator
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -30,11 +29,12 @@ from approval_service.service import group_store
 from approval_service.service.records import applications, outbox
 from data_lookups.database import ensure_schema, make_engine, write_transaction
 from data_lookups.facts import SqlFactSource
-from data_lookups.id_numbers import make_id_number, mask_id
+from data_lookups.id_numbers import make_id_number
 from data_lookups.issuance import Issuer
 from data_lookups.models import FundAccount
 
-NOW = datetime(2026, 11, 23, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
+from .record_rows import NOW, outbox_row, record_row
+
 TODAY = NOW.date()
 _seq = itertools.count(1)
 
@@ -76,40 +76,8 @@ def with_fund(engine: Engine, balance: str) -> str:
 
 def rows_for(applicant: str, key: str | None = None) -> list[group_store.Prepared]:
     """A decision record and its notification, prepared as the writer gets them."""
-    application_id = secrets.token_hex(16)
-    record = {
-        "id": application_id,
-        "channel": "portal",
-        "idempotency_key": key,
-        "request_hash": None if key is None else "ab" * 32,
-        "item": "elderly-allowance",
-        "applicant_id": applicant,
-        "applicant_masked": mask_id(applicant),
-        "policy_version": "2025.1",
-        "policy_sha256": "cd" * 32,
-        "business_date": TODAY,
-        "decision": "approved",
-        "reasons": [],
-        "result": {"amount": Decimal("60.00")},
-        "facts": {},
-        "trace": [],
-        "form": None,
-        "timings": {},
-        "decided_at": NOW,
-        "deadline": None,
-        "review_state": None,
-        "document": {"application_id": application_id},
-    }
-    message = {
-        "id": secrets.token_hex(16),
-        "dedup_key": f"{application_id}:decided",
-        "application_id": application_id,
-        "recipient_id": applicant,
-        "text": "已办结",
-        "created_at": NOW,
-        "next_attempt_at": NOW,
-        "attempts": 0,
-    }
+    record = record_row(applicant, key=key)
+    message = outbox_row("已办结", applicant, record["id"])
     return [
         group_store.prepare_row(True, applications, record),
         group_store.prepare_row(True, outbox, message),
