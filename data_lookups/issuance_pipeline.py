@@ -177,7 +177,7 @@ class PipelinedIssuer:
         """Queue everything queued, and the version bumps, in the caller's open pipeline.
 
         The caller may send more after it (the group's records, the ``COMMIT``) and
-        tells a conflict in what the pipeline raises by :func:`conflict_of`: a conditional
+        translates what the pipeline raises with :func:`translated`: a conditional
         statement that changed no row fails the transaction there (migration 0013), so
         a ``COMMIT`` in the same pipeline is never carried out after a refusal.
         """
@@ -270,16 +270,19 @@ REFUSED = "issuance_refused"
 
 
 @contextmanager
-def translated() -> Iterator[None]:
-    """psycopg's errors as the registry's: a refusal or a broken constraint is a conflict."""
+def translated(statement: str = "issuing") -> Iterator[None]:
+    """psycopg's errors on the group writer's connection as the service's: a refusal or
+    a broken registry constraint is an :class:`IssuanceConflict`, a record's own
+    constraint SQLAlchemy's ``IntegrityError`` (``apply`` answers a repeated key from it),
+    a lost connection :class:`RegistryUnavailable`; ``statement`` names what was run."""
     try:
         yield
     except psycopg.IntegrityError as error:
         conflict = conflict_of(error)
         if conflict is None:
-            raise exc.IntegrityError("issuing", None, error) from error
+            raise exc.IntegrityError(statement, None, error) from error
         raise conflict from error
     except psycopg.OperationalError as error:
         if not connection_lost(error):  # a deadlock, say: this transaction's, retried alone
-            raise exc.OperationalError("issuing", None, error) from error
+            raise exc.OperationalError(statement, None, error) from error
         raise RegistryUnavailable("the registry database cannot be reached; retry later") from error

@@ -17,23 +17,21 @@ serialises every writer) the same work goes through SQLAlchemy Core.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy import JSON, Connection, Table, exc, insert, select, tuple_
+from sqlalchemy import JSON, Connection, Table, insert, select, tuple_
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import TypeEngine
 
-from approval_service.errors import RegistryUnavailable
 from approval_service.service.documents import dumps
 from approval_service.service.records import applications
-from data_lookups.database import connection_lost, is_postgres
+from data_lookups.database import is_postgres
 from data_lookups.facts import PG_STAMPS_SQL, SqlFactSource, Stamp, stamps_from_rows
 from data_lookups.issuance import DirectIssuer, Issuer
-from data_lookups.issuance_pipeline import PipelinedIssuer, conflict_of
+from data_lookups.issuance_pipeline import PipelinedIssuer, translated
 
 Row = Mapping[str, Any]
 #: (channel, Idempotency-Key) -> (hash of the first request, its response document)
@@ -58,22 +56,6 @@ _EARLIER = (
 )
 
 
-@contextmanager
-def _translated(statement: str) -> Iterator[None]:
-    """psycopg's errors as SQLAlchemy's (constraints) or the registry's (connectivity)."""
-    try:
-        yield
-    except psycopg.IntegrityError as error:
-        conflict = conflict_of(error)  # an issuance refused, or a registry constraint
-        if conflict is not None:
-            raise conflict from error
-        raise exc.IntegrityError(statement, None, error) from error
-    except psycopg.OperationalError as error:
-        if not connection_lost(error):  # a deadlock, say: this transaction's, retried alone
-            raise exc.OperationalError(statement, None, error) from error
-        raise RegistryUnavailable("the registry database cannot be reached; retry later") from error
-
-
 def _driver(conn: Connection) -> psycopg.Connection[Any] | None:
     if not is_postgres(conn):
         return None
@@ -86,7 +68,7 @@ def lock_people(conn: Connection, people: Iterable[str]) -> None:
     transaction, BEGIN IMMEDIATE, already serialises every writer)."""
     driver = _driver(conn)
     if driver is not None:
-        with _translated(_LOCK):
+        with translated(_LOCK):
             driver.execute(_LOCK, {"ids": joined_ids(people)}, prepare=False)
 
 
@@ -104,7 +86,7 @@ def open_group(
         return facts.stamps_in(conn, people), earlier_answers(conn, keys)
     joined = joined_ids(people)
     wanted = sorted(set(keys))
-    with _translated("opening a group"):
+    with translated("opening a group"):
         with driver.pipeline():  # prepare=False: see _CUSTOM_PLANS
             driver.execute(_LOCK, {"ids": joined}, prepare=False)
             stamps = driver.execute(PG_STAMPS_SQL, {"ids": joined}, prepare=False)
@@ -151,7 +133,7 @@ def earlier_answers(conn: Connection, keys: Iterable[tuple[str, str]]) -> Earlie
         return {}
     driver = _driver(conn)
     if driver is not None:
-        with _translated(_EARLIER):
+        with translated(_EARLIER):
             rows = driver.execute(_EARLIER, _key_params(wanted), prepare=False).fetchall()
     else:
         c = applications.c
@@ -256,7 +238,7 @@ def _write(
 ) -> None:
     by_statement = _by_statement(rows)
     few = {key: values for key, values in by_statement.items() if len(values) < COPY_FROM}
-    with _translated("writing the group"):
+    with translated("writing the group"):
         for (table, columns), values in by_statement.items():
             if (table, columns) not in few:
                 _copy(driver, table, columns, values)
