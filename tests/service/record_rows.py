@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
 import secrets
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from data_lookups.id_numbers import mask_id
+from data_lookups.id_numbers import make_id_number, mask_id
 
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
+OLD = date(1940, 4, 4)  # 86 on NOW: old enough for the allowance and a type B card
+
+_seq = itertools.count(1)
+
+
+def new_id(birth: date = OLD) -> str:
+    """A fresh valid ID number, not in the registry (unique within the test run)."""
+    return make_id_number("341602", birth, next(_seq))
 
 
 def record_row(

@@ -9,7 +9,6 @@ in-process one.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import secrets
 import time
@@ -17,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -50,21 +49,16 @@ from approval_service.service.records import applications, outbox
 from approval_service.settings import Settings
 from data_lookups.database import write_transaction
 from data_lookups.facts import ALL_FACTS
-from data_lookups.id_numbers import make_id_number
 from data_lookups.issuance import bump_versions, issue_allowance
 from data_lookups.models import Person, Photo
 
-from .record_rows import outbox_row, record_row
+from .record_rows import NOW, OLD, new_id, outbox_row, record_row
 
 ROOT = Path(__file__).resolve().parents[2]
 ZONE = ZoneInfo("Asia/Shanghai")
-NOW = datetime(2026, 11, 23, 10, 0, tzinfo=ZONE)
 TODAY = NOW.date()
-OLD = date(1940, 4, 4)  # 86 on TODAY: old enough for the allowance and a type B card
 YOUNG = date(2000, 1, 1)
 CARD_FORM = {"mailing_address": "亳州市谯城区"}
-
-_seq = itertools.count(1)
 
 
 @pytest.fixture(scope="module", params=["postgresql", "sqlite"])
@@ -101,11 +95,6 @@ def service(container: Container) -> ApplicationService:
 
 def postgres(container: Container) -> bool:
     return container.engine.dialect.name == "postgresql"
-
-
-def new_id(birth: date = OLD) -> str:
-    """A fresh valid ID number, not in the registry."""
-    return make_id_number("341602", birth, next(_seq))
 
 
 def add_person(container: Container, birth: date = OLD, **columns: Any) -> str:

@@ -12,7 +12,6 @@ by ``COPY`` before it.
 
 from __future__ import annotations
 
-import itertools
 import secrets
 from collections.abc import Callable, Iterator
 from datetime import date
@@ -29,14 +28,12 @@ from approval_service.service import group_store
 from approval_service.service.records import applications, outbox
 from data_lookups.database import ensure_schema, make_engine, write_transaction
 from data_lookups.facts import SqlFactSource
-from data_lookups.id_numbers import make_id_number
 from data_lookups.issuance import Issuer
 from data_lookups.models import FundAccount
 
-from .record_rows import NOW, outbox_row, record_row
+from .record_rows import NOW, new_id, outbox_row, record_row
 
 TODAY = NOW.date()
-_seq = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +48,6 @@ def engine(pg_database: Callable[[str], str]) -> Iterator[Engine]:
 def insert_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(group_store, "COPY_FROM", 1 if request.param == "copy" else 10**9)
     return str(request.param)
-
-
-def new_id() -> str:
-    return make_id_number("341602", date(1940, 4, 4), next(_seq))
 
 
 def with_fund(engine: Engine, balance: str) -> str:
