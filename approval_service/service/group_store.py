@@ -1,23 +1,31 @@
 """The statements of a group commit, run on the connection of the group's transaction.
 
 On PostgreSQL they go straight through psycopg, with no SQLAlchemy statement
-building on the hot path, and in pipelines, so that a small group costs three
-round trips: psycopg's ``BEGIN``; :func:`open_group`, which locks every person
-of the group (in one order, so two groups cannot deadlock), then reads their
-stamps and the first answers of repeated ``Idempotency-Key``s, and draws the
-numbers of the cards the group expects to issue; and :func:`finish_group`, which
-sends what the group issues (the :func:`issuer` queued it), inserts every record
-(rows usually prepared, JSON encoded, before the writer: :func:`prepare_row`)
-and commits, all in one pipeline. A large group's records go in by ``COPY``, two
-more round trips for each table copied. Statements of a pipeline run one after
-the other, each with its own snapshot, so the stamps are read after the locks
-are held. On SQLite (the embedded default, where the write transaction already
-serialises every writer) the same work goes through SQLAlchemy Core.
+building on the hot path, and in pipelines. The group's ``BEGIN`` goes in its
+first pipeline (:func:`transaction_in_pipeline`), not in a round trip of its own.
+A small group whose decisions need nothing read first (no card number to draw)
+costs one round trip, :func:`write_at_once`: the locks, a check by PostgreSQL that
+every person's stamp is still the one the cache read (migration 0015), what the
+group issues, its records and the ``COMMIT``. When PostgreSQL refuses any of it (a
+stamp moved, an ``Idempotency-Key`` was used before, an issuance was refused) the
+transaction is rolled back and the group goes the long way, two round trips:
+:func:`open_group`, which locks every person of the group (in one order, so two
+groups cannot deadlock), then reads their stamps and the first answers of
+repeated keys, and draws the numbers of the cards the group expects to issue;
+and :func:`finish_group`, which sends what the group issues (the :func:`issuer`
+queued it), inserts every record (rows usually prepared, JSON encoded, before
+the writer: :func:`prepare_row`) and commits, all in one pipeline. A large
+group's records go in by ``COPY``, two more round trips for each table copied.
+Statements of a pipeline run one after the other, each with its own snapshot,
+so the stamps are read (or checked) after the locks are held. On SQLite (the
+embedded default, where the write transaction already serialises every writer)
+the same work goes through SQLAlchemy Core.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +64,25 @@ _EARLIER = (
 )
 
 
+# every person whose stamp moved since the cache read it; group_expect_current (migration
+# 0015) fails the transaction unless there is none. Prepared (write_at_once): the version
+# is a scalar subquery on the primary key so that even the generic plan, made while the
+# table is small, is an index lookup per person, as it must be at a million rows.
+_EXPECT_CURRENT = (
+    "SELECT group_expect_current(count(*)) FROM ("
+    "SELECT 1 FROM unnest(string_to_array(%(ids)s, ','), "
+    "string_to_array(%(versions)s, ',')::bigint[]) AS e(id, version) "
+    "WHERE coalesce((SELECT f.version FROM fact_versions f WHERE f.id_number = e.id), 0) "
+    "<> e.version "
+    "UNION ALL SELECT 1 FROM registry_state WHERE id = 1 AND epoch <> %(epoch)s) AS stale"
+)
+#: the largest group :func:`write_at_once` takes. A busy service's groups are larger and go
+#: the long way: the more entries, the likelier one of them is stale or repeated, and the
+#: whole group would then be sent twice; waiting one round trip more costs them little.
+AT_ONCE_MAX = 8
+_IDLE = psycopg.pq.TransactionStatus.IDLE
+
+
 def _driver(conn: Connection) -> psycopg.Connection[Any] | None:
     if not is_postgres(conn):
         return None
@@ -86,8 +113,11 @@ def open_group(
         return facts.stamps_in(conn, people), earlier_answers(conn, keys)
     joined = joined_ids(people)
     wanted = sorted(set(keys))
+    begin = _begins(driver)
     with translated("opening a group"):
         with driver.pipeline():  # prepare=False: see _CUSTOM_PLANS
+            if begin:
+                driver.execute("BEGIN")
             driver.execute(_LOCK, {"ids": joined}, prepare=False)
             stamps = driver.execute(PG_STAMPS_SQL, {"ids": joined}, prepare=False)
             earlier = (
@@ -98,6 +128,85 @@ def open_group(
         stamp_rows = stamps.fetchall()
         earlier_rows = earlier.fetchall() if earlier is not None else []
     return stamps_from_rows(people, stamp_rows), _earlier(earlier_rows)
+
+
+@contextmanager
+def transaction_in_pipeline(conn: Connection) -> Iterator[None]:
+    """For the block, the group's ``BEGIN`` is sent by its first pipeline (PostgreSQL).
+
+    psycopg begins a transaction by itself before the first statement, and in a
+    pipeline waits for that ``BEGIN`` alone: a round trip of its own. So the driver
+    connection is put in autocommit for the block, and :func:`open_group` and
+    :func:`write_at_once` begin the transaction in their pipeline. The group commits
+    itself (:func:`finish_group`, :func:`write_at_once`); if the block raises, what it
+    began is rolled back here, and the connection leaves the block as it came, out of
+    autocommit. A connection already in a transaction is left alone; so is SQLite.
+    """
+    driver = _driver(conn)
+    if driver is None or driver.autocommit or driver.info.transaction_status != _IDLE:
+        yield
+        return
+    driver.autocommit = True
+    try:
+        yield
+    except BaseException:
+        with suppress(psycopg.Error):  # the connection is gone: the writer drops it
+            driver.rollback()
+        raise
+    finally:
+        if driver.info.transaction_status == _IDLE:
+            driver.autocommit = False
+
+
+def _begins(driver: psycopg.Connection[Any]) -> bool:
+    """Whether a pipeline must send ``BEGIN`` itself (see :func:`transaction_in_pipeline`)."""
+    return driver.autocommit and driver.info.transaction_status == _IDLE
+
+
+def write_at_once(
+    conn: Connection, stamps: Mapping[str, Stamp], issuer: Issuer, rows: Iterable[Prepared]
+) -> bool:
+    """Lock, check, issue, insert and commit a small group in one round trip (PostgreSQL).
+
+    ``stamps`` are the people's stamps as the cache read them, all of one epoch; the
+    decisions were made on those facts, and what they issue is queued in ``issuer``.
+    PostgreSQL checks under the locks that every stamp is still current (migration
+    0015) and carries out the rest only if it is. True: the group is durable. False:
+    PostgreSQL refused something (a stamp moved, a key was used before, an issuance
+    was refused, a constraint broken), the transaction was rolled back and nothing
+    of it stays; the caller does the group the long way, which finds out why.
+    """
+    driver = _driver(conn)
+    if driver is None or not isinstance(issuer, PipelinedIssuer):
+        raise TypeError("only a PostgreSQL group with a pipelined issuer goes at once")
+    (epoch,) = {stamp.epoch for stamp in stamps.values()}
+    ids = sorted(stamps)
+    check = {
+        "ids": joined_ids(ids),
+        "versions": ",".join(str(stamps[i].version) for i in ids),
+        "epoch": epoch,
+    }
+    by_statement = _by_statement(rows)
+    begin = _begins(driver)
+    with translated("writing the group at once"):
+        try:
+            # prepared, unlike the long way's statements (see _CUSTOM_PLANS): parsing and
+            # planning them took as long as carrying them out, and their plans cannot go
+            # wrong (the locks read no table, the check looks up primary keys)
+            with driver.pipeline(), driver.cursor() as cur:
+                if begin:
+                    cur.execute("BEGIN")
+                cur.execute(_LOCK, {"ids": check["ids"]}, prepare=True)
+                cur.execute(_EXPECT_CURRENT, check, prepare=True)
+                issuer.send()
+                for (table, columns), values in by_statement.items():
+                    statement, _ = _insert_statement(table, columns)
+                    cur.executemany(statement, values)
+                cur.execute("COMMIT")  # carried out only if all of the above was
+        except psycopg.IntegrityError:
+            driver.rollback()
+            return False
+    return True
 
 
 def issuer(conn: Connection, cards_expected: int) -> Issuer:

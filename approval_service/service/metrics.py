@@ -33,6 +33,13 @@ class Metrics:
         self.issued = Counter(
             "miaopi_issued", "Results issued, by item", ["item"], registry=self.registry
         )
+        self.groups = Counter(
+            "miaopi_write_groups",
+            "Groups of the writer by path: at_once (one round trip), checked (stamps read "
+            "first), refused_at_once (a stamp moved or a key was repeated: then checked)",
+            ["path"],
+            registry=self.registry,
+        )
         self.errors = Counter(
             "miaopi_request_errors",
             "Requests refused, by error code",

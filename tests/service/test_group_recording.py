@@ -97,6 +97,20 @@ def postgres(container: Container) -> bool:
     return container.engine.dialect.name == "postgresql"
 
 
+PATHS = ("at_once", "checked", "refused_at_once")
+
+
+def write_paths(container: Container) -> dict[str, float]:
+    """How many groups went each way so far (the miaopi_write_groups counter)."""
+    sample = container.metrics.registry.get_sample_value
+    return {path: sample("miaopi_write_groups_total", {"path": path}) or 0.0 for path in PATHS}
+
+
+def paths_since(container: Container, before: dict[str, float]) -> dict[str, float]:
+    now = write_paths(container)
+    return {path: now[path] - before[path] for path in PATHS if now[path] != before[path]}
+
+
 def add_person(container: Container, birth: date = OLD, **columns: Any) -> str:
     """A resident (with a photo) registered the way issuance does: rows plus a version bump."""
     id_number = new_id(birth)
@@ -271,10 +285,16 @@ def test_facts_cached_before_a_registry_change_are_decided_again_at_commit(
     stamp, facts = container.facts.gather_unchecked(person, names)
     assert stamp == cached_stamp != container.sql_facts.stamp(person)  # the hot path sees it
     assert decider.decide(facts, TODAY, s.form)["decision"] == s.cached_decision
+    before = write_paths(container)
 
     doc, created = apply_via(via, service, person, s.item, s.form)
 
     assert created and doc["decision"] == s.decision and codes(doc) == s.reasons
+    # PostgreSQL tries a group in one round trip, unless it draws a card number first,
+    # and sees there that the stamp moved
+    card_first = s.item == "senior-card-new" and s.cached_decision == "approved"
+    at_once = postgres(container) and not card_first
+    assert paths_since(container, before) == {"refused_at_once" if at_once else "checked": 1}
     stored = record(container, doc["application_id"])
     assert stored["document"] == doc and stored["decision"] == s.decision
     assert s.facts(stored["facts"])
@@ -296,6 +316,24 @@ def test_facts_cached_at_the_current_stamp_are_decided_on_as_cached(
     container.cache.put(person, stamp, bundle)
     doc, _ = service.apply("portal", "elderly-allowance", person, None)
     assert codes(doc) == ["ALREADY_RECEIVING"]
+
+
+WAYS = [
+    pytest.param("elderly-allowance", None, "at_once", id="allowance"),
+    pytest.param("housing-fund-rent-withdrawal", None, "at_once", id="rent"),
+    pytest.param("senior-card-new", CARD_FORM, "checked", id="card"),  # its number drawn first
+]
+
+
+@pytest.mark.parametrize(("item", "form", "way"), WAYS)
+def test_a_fresh_application_alone_goes_the_way_its_item_allows(
+    container: Container, service: ApplicationService, item: str, form: Any, way: str
+) -> None:
+    person = add_person(container)
+    before = write_paths(container)
+    doc, created = service.apply("portal", item, person, form, new_key())
+    assert created and record(container, doc["application_id"])["document"] == doc
+    assert paths_since(container, before) == {way if postgres(container) else "checked": 1}
 
 
 # -- one issuance per person in a group -----------------------------------------------------
@@ -484,7 +522,11 @@ def test_a_repeated_key_in_a_later_group_gets_the_first_answer(
 ) -> None:
     person, key = add_person(container), new_key()
     doc, created = apply_via(via, service, person, "elderly-allowance", None, key)
+    before = write_paths(container)
     again, created_again = apply_via(via, service, person, "elderly-allowance", None, key)
+    assert paths_since(container, before) == {
+        "refused_at_once" if postgres(container) else "checked": 1  # the key is taken
+    }
     assert created and doc["decision"] == "approved"
     assert not created_again and again == doc
     assert recorded(container, idempotency_key=key) == 1

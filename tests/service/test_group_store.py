@@ -14,26 +14,19 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterator
-from datetime import date
 from decimal import Decimal
-from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import Connection, Engine, exc, insert, text
+from sqlalchemy import Engine, exc
 
 from approval_service.errors import IssuanceConflict
 from approval_service.service import group_store
-from approval_service.service.records import applications, outbox
 from data_lookups.database import ensure_schema, make_engine, write_transaction
-from data_lookups.facts import SqlFactSource
 from data_lookups.issuance import Issuer
-from data_lookups.models import FundAccount
 
-from .record_rows import NOW, new_id, outbox_row, record_row
-
-TODAY = NOW.date()
+from .pg_groups import TODAY, driver_of, rows_for, seen, with_fund
+from .record_rows import new_id
 
 
 @pytest.fixture(scope="module")
@@ -48,56 +41,6 @@ def engine(pg_database: Callable[[str], str]) -> Iterator[Engine]:
 def insert_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(group_store, "COPY_FROM", 1 if request.param == "copy" else 10**9)
     return str(request.param)
-
-
-def with_fund(engine: Engine, balance: str) -> str:
-    """A new person with a normal provident-fund account holding ``balance``."""
-    me = new_id()
-    with write_transaction(engine) as conn:
-        conn.execute(
-            insert(FundAccount).values(
-                id_number=me,
-                account_no=f"G{me}",
-                status="normal",
-                balance=Decimal(balance),
-                continuous_months=60,
-                has_outstanding_loan=False,
-            )
-        )
-    return me
-
-
-def rows_for(applicant: str, key: str | None = None) -> list[group_store.Prepared]:
-    """A decision record and its notification, prepared as the writer gets them."""
-    record = record_row(applicant, key=key)
-    message = outbox_row("已办结", applicant, record["id"])
-    return [
-        group_store.prepare_row(True, applications, record),
-        group_store.prepare_row(True, outbox, message),
-    ]
-
-
-def seen(engine: Engine, me: str) -> dict[str, Any]:
-    """What another connection sees of the person: records, issuance, balance, version."""
-    with engine.connect() as conn:
-        one = conn.execute(
-            text(
-                "SELECT (SELECT count(*) FROM applications WHERE applicant_id = :i), "
-                "(SELECT count(*) FROM outbox WHERE recipient_id = :i), "
-                "(SELECT count(*) FROM allowances WHERE id_number = :i AND source = 'miaopi'), "
-                "(SELECT count(*) FROM fund_withdrawals WHERE id_number = :i), "
-                "(SELECT balance FROM fund_accounts WHERE id_number = :i), "
-                "(SELECT version FROM fact_versions WHERE id_number = :i)"
-            ),
-            {"i": me},
-        ).one()
-    keys = ("records", "messages", "allowances", "withdrawals", "balance", "version")
-    return dict(zip(keys, one, strict=True))
-
-
-def driver_of(conn: Connection) -> psycopg.Connection[Any]:
-    driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
-    return driver
 
 
 def finish(
@@ -199,56 +142,6 @@ def test_a_repeated_key_is_an_integrity_error_and_commits_nothing(
         )
     assert seen(engine, first)["records"] == 1
     assert seen(engine, twin) == seen(engine, new_id())
-
-
-def client_turns(trace: Path) -> int:
-    """How many times the client waited for the server: libpq's trace, a turn each time a
-    backend message follows frontend ones."""
-    turns, last = 0, ""
-    for line in trace.read_text().splitlines():
-        direction = line.split("\t", 1)[0]
-        if direction == "B" and last == "F":
-            turns += 1
-        if direction in ("F", "B"):
-            last = direction
-    return turns
-
-
-GROUPS: dict[str, tuple[int, Callable[[Issuer, str], object]]] = {
-    # (cards expected, what the group issues)
-    "nothing issued": (0, lambda issuer, me: None),
-    "an allowance": (0, lambda issuer, me: issuer.issue_allowance(me, TODAY, Decimal("60"), "a")),
-    "a card": (1, lambda issuer, me: issuer.issue_card(me, "A", TODAY, date(2031, 12, 1), "c")),
-}
-
-
-@pytest.mark.parametrize("case", list(GROUPS))
-def test_a_small_group_costs_three_round_trips(
-    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
-) -> None:
-    """psycopg's BEGIN, opening the group (locks, stamps, earlier answers, card numbers),
-    finishing it (issuance, records, COMMIT). Counted, not timed: a statement that waits
-    on its own (a commit() with a Sync of its own, a draw in the middle of issuing) adds
-    a turn and fails this."""
-    monkeypatch.setattr(group_store, "COPY_FROM", 10**9)
-    cards, work = GROUPS[case]
-    me = with_fund(engine, "10.00")
-    trace = tmp_path / "libpq.trace"
-    with engine.connect() as conn, trace.open("w") as out:
-        driver = driver_of(conn)
-        driver.pgconn.trace(out.fileno())
-        driver.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS)
-        try:
-            with conn.begin():
-                issuer = group_store.issuer(conn, cards_expected=cards)
-                keys = [("portal", secrets.token_hex(8))]
-                group_store.open_group(conn, SqlFactSource(engine), [me], keys, issuer)
-                work(issuer, me)
-                group_store.finish_group(conn, issuer, rows_for(me, keys[0][1]))
-        finally:
-            driver.pgconn.untrace()
-    assert client_turns(trace) == 3
-    assert seen(engine, me)["records"] == 1
 
 
 def test_a_typical_record_is_stored_uncompressed(engine: Engine, insert_path: str) -> None:
