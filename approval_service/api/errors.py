@@ -15,9 +15,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from approval_service import errors
 from approval_service.api.responses import JSON
-from approval_service.service.applications import IdempotencyMismatch
 from approval_service.service.explaining import UnknownApplication
 from approval_service.service.metrics import Metrics
+from approval_service.service.pending import IdempotencyMismatch
 from approval_service.service.review import ReviewConflict
 
 RETRY_AFTER_SECONDS = "5"

@@ -12,10 +12,10 @@ from approval_service.authoring.lint import check_catalogue
 from approval_service.engine.backends import PolicySet
 from approval_service.errors import Location, PolicyDefinitionError, PolicyError, PolicyFolderError
 from approval_service.policy.model import Policy
-from approval_service.service.applications import ApplicationService
 from approval_service.service.clock import Clock
 from approval_service.service.documents import dumps
 from approval_service.service.group_commit import GroupCommitter
+from approval_service.service.group_recording import GroupRecorder
 from approval_service.service.issuing import ACTIONS
 from approval_service.service.metrics import CountingCache, Metrics
 from approval_service.service.records import remember_policy
@@ -79,7 +79,7 @@ class Container:
     committer: GroupCommitter[Any, Any] = field(init=False)
 
     def __post_init__(self) -> None:
-        recorder = ApplicationService(self)
+        recorder = GroupRecorder(self)
         self.committer = GroupCommitter(
             self.engine, recorder.record_group, after_commit=recorder.after_commit
         )

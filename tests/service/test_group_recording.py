@@ -41,10 +41,12 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from approval_service.errors import IssuanceConflict
 from approval_service.service import group_store
-from approval_service.service.applications import ApplicationService, IdempotencyMismatch
+from approval_service.service.applications import ApplicationService
 from approval_service.service.clock import FixedClock
 from approval_service.service.container import Container
 from approval_service.service.documents import dumps
+from approval_service.service.group_recording import GroupRecorder
+from approval_service.service.pending import IdempotencyMismatch
 from approval_service.service.records import applications, outbox
 from approval_service.settings import Settings
 from data_lookups.database import write_transaction
@@ -91,6 +93,11 @@ def container(
 @pytest.fixture(scope="module")
 def service(container: Container) -> ApplicationService:
     return ApplicationService(container)
+
+
+@pytest.fixture(scope="module")
+def recorder(container: Container) -> GroupRecorder:
+    return GroupRecorder(container)
 
 
 def postgres(container: Container) -> bool:
@@ -357,6 +364,7 @@ def recorded(container: Container, **where: str) -> int:
 def test_two_applications_of_one_person_in_one_group_issue_once(
     container: Container,
     service: ApplicationService,
+    recorder: GroupRecorder,
     item: str,
     form: dict[str, Any] | None,
     code: str,
@@ -366,7 +374,7 @@ def test_two_applications_of_one_person_in_one_group_issue_once(
     group = [pending(container, service, person, item, form) for _ in range(2)]
     assert [p.decision["decision"] for p in group] == ["approved", "approved"]  # same cached facts
     with write_transaction(container.engine) as conn:
-        first, second = service.record_group(conn, group)
+        first, second = recorder.record_group(conn, group)
     assert (first.decision, first.issued, first.created) == ("approved", True, True)
     assert (second.decision, second.issued, second.created) == ("rejected", False, True)
     assert second.redecided and codes(second.document) == [code]
@@ -502,12 +510,17 @@ def new_key() -> str:
     ],
 )
 def test_a_repeated_key_within_one_group_gets_the_first_answer(
-    container: Container, service: ApplicationService, item: str, table: str, rows: int
+    container: Container,
+    service: ApplicationService,
+    recorder: GroupRecorder,
+    item: str,
+    table: str,
+    rows: int,
 ) -> None:
     person, key = add_person(container), new_key()
     group = [pending(container, service, person, item, key=key) for _ in range(2)]
     with write_transaction(container.engine) as conn:
-        first, again = service.record_group(conn, group)
+        first, again = recorder.record_group(conn, group)
     assert first.created and not again.created
     assert again.document == first.document and not again.issued
     assert recorded(container, idempotency_key=key) == 1
@@ -541,7 +554,7 @@ def test_a_repeated_key_in_a_later_group_gets_the_first_answer(
 
 
 def test_the_same_key_with_another_body_in_one_group_changes_nothing(
-    container: Container, service: ApplicationService
+    container: Container, service: ApplicationService, recorder: GroupRecorder
 ) -> None:
     person, key = add_person(container), new_key()
     group = [
@@ -549,7 +562,7 @@ def test_the_same_key_with_another_body_in_one_group_changes_nothing(
         for a in ("亳州市", "合肥市")
     ]
     with pytest.raises(IdempotencyMismatch) as info, write_transaction(container.engine) as conn:
-        service.record_group(conn, group)
+        recorder.record_group(conn, group)
     assert info.value.field == "Idempotency-Key"
     assert recorded(container, idempotency_key=key) == 0  # the group's transaction rolled back
     assert issued(container, "senior_cards", person) == 0

@@ -1,0 +1,180 @@
+"""Recording in groups: the group-commit writer's side of second approval.
+
+The group-commit writer (:mod:`approval_service.service.group_commit`) hands
+:meth:`GroupRecorder.record_group` many applications at once, each decided on
+cached facts (:mod:`approval_service.service.applications`), in one write
+transaction. It takes every person's lock (PostgreSQL: transaction-scoped
+advisory locks in ID order; SQLite: the write transaction itself), checks their
+stamps, and decides again on facts read in the transaction wherever the cached
+stamp is behind or an earlier application of the same group issued to the same
+person. An approval that issues does so there, under the lock, and the decision
+record and its notification are inserted in the same transaction; the callers
+are answered only after the commit. A second application racing the first waits
+for the lock, sees what the first issued, and is rejected with the right reason.
+Registry constraints (one active allowance, one valid card) back this up.
+Nothing is half-issued: issuance and record commit together or not at all.
+
+On PostgreSQL a small group that needs nothing read first is written in one
+round trip, PostgreSQL checking the stamps; if it refuses, the group goes the
+long way, stamps and earlier answers read first (:mod:`group_store`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+
+from approval_service.service import group_store, records
+from approval_service.service.issuing import ACTIONS, IssueContext
+from approval_service.service.pending import (
+    Outcome,
+    Pending,
+    decision_rows,
+    first_answer,
+    issues,
+    issues_a_card,
+    prepared,
+)
+from data_lookups.database import is_postgres
+from data_lookups.facts import Stamp
+from data_lookups.issuance import Issuer
+
+if TYPE_CHECKING:  # the container builds the group committer around this recorder
+    from approval_service.service.container import Container
+
+
+class GroupRecorder:
+    """What the group-commit writer does with each group (its ``process`` and hook)."""
+
+    def __init__(self, container: Container) -> None:
+        self.c = container
+        self._postgres = is_postgres(container.engine)
+
+    def record_group(self, conn: Connection, group: Sequence[Pending]) -> list[Outcome]:
+        """Check, issue and record a group of applications in the caller's transaction.
+
+        The people are locked (PostgreSQL), then their stamps checked. An application
+        whose facts came from the cache at the current stamp keeps its decision;
+        otherwise (the cache was behind, or an earlier application of this group issued
+        to the same person) it is decided again on facts read here. Approvals that issue
+        do so now, under the lock, and every decision record and notification is
+        inserted at once, and on PostgreSQL committed in the same round trip (see
+        :mod:`group_store`). Records built before the writer (see :meth:`_decide`) are
+        used as they are unless the application was decided again or issuing added to
+        its result (a card number).
+        """
+        metrics = self.c.metrics
+        with group_store.transaction_in_pipeline(conn):
+            if self._at_once_possible(group):
+                outcomes = self._record_at_once(conn, group)
+                if outcomes is not None:
+                    metrics.labelled(metrics.groups, "at_once").inc()
+                    return outcomes
+                metrics.labelled(metrics.groups, "refused_at_once").inc()
+            else:
+                metrics.labelled(metrics.groups, "checked").inc()
+            return self._record_checked(conn, group)
+
+    def _at_once_possible(self, group: Sequence[Pending]) -> bool:
+        """A small PostgreSQL group that needs nothing read first: no card number to draw
+        (each entry's record is built already), nobody twice, no key twice, one epoch."""
+        if not self._postgres or len(group) > group_store.AT_ONCE_MAX:
+            return False
+        if any(p.prebuilt is None for p in group):
+            return False
+        keyed = [(p.channel, p.idempotency_key) for p in group if p.idempotency_key is not None]
+        return (
+            len({p.app.applicant_id for p in group}) == len(group)
+            and len(set(keyed)) == len(keyed)
+            and len({p.stamp.epoch for p in group}) == 1
+        )
+
+    def _record_at_once(self, conn: Connection, group: Sequence[Pending]) -> list[Outcome] | None:
+        """The group in one round trip, on the decisions made from the cache, if every
+        stamp is still current; None (nothing written) if PostgreSQL refused any of it."""
+        stamps = {p.app.applicant_id: p.stamp for p in group}
+        issuer = group_store.issuer(conn, cards_expected=0)
+        outcomes: list[Outcome] = []
+        rows: list[group_store.Prepared] = []
+        for p in group:
+            outcome, prepared = self._record_one(conn, issuer, p, stamps, set())
+            outcomes.append(outcome)
+            rows.extend(prepared)
+        if not group_store.write_at_once(conn, stamps, issuer, rows):
+            return None
+        return outcomes
+
+    def _record_checked(self, conn: Connection, group: Sequence[Pending]) -> list[Outcome]:
+        """The group the long way: stamps and earlier answers read under the locks first."""
+        people = [p.app.applicant_id for p in group]
+        keyed = [(p.channel, p.idempotency_key) for p in group if p.idempotency_key is not None]
+        cards = sum(issues_a_card(p.decider, p.decision) for p in group)
+        issuer = group_store.issuer(conn, cards_expected=cards)
+        stamps, earlier = group_store.open_group(conn, self.c.sql_facts, people, keyed, issuer)
+        changed: set[str] = set()  # people this group has issued to
+        outcomes: list[Outcome] = []
+        rows: list[group_store.Prepared] = []
+        for p in group:
+            key = None if p.idempotency_key is None else (p.channel, p.idempotency_key)
+            if key is not None and key in earlier:  # a repeat: the first answer, nothing new
+                document = first_answer(earlier[key], p.digest)
+                outcomes.append(Outcome(document, False, "", False, False))
+                continue
+            outcome, prepared = self._record_one(conn, issuer, p, stamps, changed)
+            outcomes.append(outcome)
+            if key is not None:  # its twin later in this group gets the same answer
+                earlier[key] = (p.digest, outcome.document)
+            rows.extend(prepared)
+        group_store.finish_group(conn, issuer, rows)  # on PostgreSQL this commits
+        return outcomes
+
+    def after_commit(self, group: Sequence[Pending], outcomes: Sequence[Outcome]) -> None:
+        """Drop cache entries the group made old (an early free; stamps keep reads right)."""
+        old = [
+            p.app.applicant_id
+            for p, o in zip(group, outcomes, strict=True)
+            if o.issued or o.redecided
+        ]
+        if old:
+            self.c.facts.invalidate(old)
+
+    def _record_one(
+        self,
+        conn: Connection,
+        issuer: Issuer,
+        p: Pending,
+        stamps: Mapping[str, Stamp],
+        changed: set[str],
+    ) -> tuple[Outcome, list[group_store.Prepared]]:
+        policy = p.decider.policy
+        person = p.app.applicant_id
+        facts, decision = p.facts, p.decision
+        redecided = stamps[person] != p.stamp or person in changed
+        if redecided:
+            issuer.flush()  # the facts read now must include what the group issued so far
+            facts = self.c.sql_facts.gather_in(conn, person, policy.fact_names)
+            decision = p.decider.decide(facts, p.now.date(), p.app.form, trace=True)
+        extra: dict[str, Any] = {}
+        issued = issues(p.decider, decision)
+        if issued:
+            assert policy.issue is not None
+            extra = ACTIONS[policy.issue](
+                IssueContext(
+                    issuer, p.application_id, person, p.now.date(), decision["result"], facts
+                )
+            )
+            changed.add(person)
+        outcome_of = (decision["decision"], issued, redecided)
+        if not redecided and not extra and p.prebuilt is not None:
+            doc, built = p.prebuilt  # built on the same decision, with nothing to add
+            timings = {**p.timings, "total_ms": (time.perf_counter() - p.started) * 1e3}
+            built = [
+                row.replaced("timings", timings) if row.table is records.applications else row
+                for row in built
+            ]
+            return Outcome(doc, True, *outcome_of), built
+        doc, rows = decision_rows(self.c.calendar, p, decision, facts, extra)
+        return Outcome(doc, True, *outcome_of), prepared(self._postgres, rows)
