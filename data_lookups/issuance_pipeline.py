@@ -21,8 +21,11 @@ error).
 Money is computed by PostgreSQL's ``numeric``, which is exact to the cent.
 Card numbers come from ``card_no_seq`` as in :func:`~data_lookups.issuance.issue_card`,
 skipping numbers an import already uses; they are drawn in one statement for
-as many cards as the caller expects to issue (a number drawn and not used is
-never handed out: card numbers are unique, not gapless).
+as many cards as the caller expects to issue, and more for a writer to keep
+(:class:`SpareCardNumbers`): a number drawn is nobody else's, since the sequence
+never gives it again, so a group may issue with numbers drawn by an earlier one
+and need no draw of its own. A number drawn and never used is simply skipped:
+card numbers are unique, not gapless.
 """
 
 from __future__ import annotations
@@ -99,10 +102,17 @@ _BUMP = (
 class PipelinedIssuer:
     """The issuance primitives, queued on one psycopg connection inside its transaction."""
 
-    def __init__(self, driver: psycopg.Connection[Any], cards_expected: int = 0) -> None:
+    def __init__(
+        self,
+        driver: psycopg.Connection[Any],
+        cards_expected: int = 0,
+        card_numbers: Sequence[str] = (),
+    ) -> None:
+        """``cards_expected``: how many numbers to draw ahead (:meth:`draw_ahead`);
+        ``card_numbers``: numbers drawn earlier, handed out first, in this order."""
         self._driver = driver
         self._cards_wanted = cards_expected
-        self._card_numbers: list[str] = []
+        self._card_numbers: list[str] = list(reversed(card_numbers))  # popped from the end
         self._drawn: psycopg.Cursor[Any] | None = None  # a draw sent ahead, not read yet
         self._queued: list[tuple[str, Sequence[Any] | dict[str, Any]]] = []
         self._changed: set[str] = set()
@@ -230,6 +240,19 @@ class PipelinedIssuer:
         if self._cards_wanted and self._drawn is None and not self._card_numbers:
             self._drawn = self._driver.execute(_DRAW, self._draw_params())
 
+    def unused_card_numbers(self) -> list[str]:
+        """The numbers given or drawn and not handed out, in order (a draw sent ahead is
+        read now: its result arrived with the pipeline that sent it)."""
+        drawn, self._drawn = self._drawn, None
+        if drawn is not None:
+            try:
+                rows = drawn.fetchall()
+            except psycopg.Error:  # its pipeline failed: there is nothing to read
+                rows = []
+            fresh = [card_number(int(v)) for v, taken in rows if not taken]
+            self._card_numbers[:0] = reversed(fresh)  # after the ones already held
+        return list(reversed(self._card_numbers))
+
     def _draw_params(self) -> dict[str, Any]:
         return {"prefix": CARD_NO_PREFIX, "n": max(self._cards_wanted, 1)}
 
@@ -246,6 +269,40 @@ class PipelinedIssuer:
             self._card_numbers.reverse()  # handed out in the order drawn
         self._cards_wanted = max(self._cards_wanted - 1, 0)
         return self._card_numbers.pop()
+
+
+class SpareCardNumbers:
+    """Card numbers one group writer drew and has not used yet, kept across its groups.
+
+    The long way of a group draws its cards' numbers with its locks; drawing
+    :meth:`wanted` more at the same time costs nothing, and lets the next small groups
+    that issue cards go in one round trip with numbers already at hand. Not thread-safe:
+    one writer thread owns it. Numbers a refused group tried to use are not given back
+    (one of them may be why it was refused: an import took it since).
+    """
+
+    def __init__(self, keep: int = 32) -> None:
+        self.keep = keep
+        self._numbers: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self._numbers)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._numbers))
+
+    def wanted(self) -> int:
+        """How many to draw with the next long-way group to have :attr:`keep` at hand."""
+        return max(self.keep - len(self._numbers), 0)
+
+    def take(self, n: int) -> list[str]:
+        """The first ``n`` numbers (all there are, if fewer), no longer kept here."""
+        taken, self._numbers = self._numbers[:n], self._numbers[n:]
+        return taken
+
+    def give(self, numbers: Sequence[str]) -> None:
+        """Keep these (unused) numbers, after the ones already kept."""
+        self._numbers.extend(numbers)
 
 
 _FAILED = psycopg.pq.TransactionStatus.INERROR

@@ -76,12 +76,13 @@ class Container:
     clock: Clock
     calendar: WorkCalendar
     metrics: Metrics = field(default_factory=Metrics)
+    recorder: GroupRecorder = field(init=False)
     committer: GroupCommitter[Any, Any] = field(init=False)
 
     def __post_init__(self) -> None:
-        recorder = GroupRecorder(self)
+        self.recorder = GroupRecorder(self)
         self.committer = GroupCommitter(
-            self.engine, recorder.record_group, after_commit=recorder.after_commit
+            self.engine, self.recorder.record_group, after_commit=self.recorder.after_commit
         )
 
     @classmethod

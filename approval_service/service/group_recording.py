@@ -41,6 +41,13 @@ from approval_service.service.pending import (
 from data_lookups.database import is_postgres
 from data_lookups.facts import Stamp
 from data_lookups.issuance import Issuer
+from data_lookups.issuance_pipeline import PipelinedIssuer, SpareCardNumbers
+
+
+def _cards(group: Sequence[Pending]) -> int:
+    """How many cards the group's decisions, as made, would issue."""
+    return sum(issues_a_card(p.decider, p.decision) for p in group)
+
 
 if TYPE_CHECKING:  # the container builds the group committer around this recorder
     from approval_service.service.container import Container
@@ -52,6 +59,7 @@ class GroupRecorder:
     def __init__(self, container: Container) -> None:
         self.c = container
         self._postgres = is_postgres(container.engine)
+        self.spare_cards = SpareCardNumbers()  # PostgreSQL: drawn ahead by the long way
 
     def record_group(self, conn: Connection, group: Sequence[Pending]) -> list[Outcome]:
         """Check, issue and record a group of applications in the caller's transaction.
@@ -62,9 +70,10 @@ class GroupRecorder:
         to the same person) it is decided again on facts read here. Approvals that issue
         do so now, under the lock, and every decision record and notification is
         inserted at once, and on PostgreSQL committed in the same round trip (see
-        :mod:`group_store`). Records built before the writer (see :meth:`_decide`) are
-        used as they are unless the application was decided again or issuing added to
-        its result (a card number).
+        :mod:`group_store`). Records built before the writer are used as they are
+        unless the application was decided again or issuing added to its result (a
+        card number). A small group goes at once (one round trip) when it can, with
+        card numbers drawn ahead by earlier groups (:attr:`spare_cards`).
         """
         metrics = self.c.metrics
         with group_store.transaction_in_pipeline(conn):
@@ -79,11 +88,11 @@ class GroupRecorder:
             return self._record_checked(conn, group)
 
     def _at_once_possible(self, group: Sequence[Pending]) -> bool:
-        """A small PostgreSQL group that needs nothing read first: no card number to draw
-        (each entry's record is built already), nobody twice, no key twice, one epoch."""
+        """A small PostgreSQL group that needs nothing read first: its cards' numbers at
+        hand, nobody twice, no key twice, one epoch."""
         if not self._postgres or len(group) > group_store.AT_ONCE_MAX:
             return False
-        if any(p.prebuilt is None for p in group):
+        if _cards(group) > len(self.spare_cards):
             return False
         keyed = [(p.channel, p.idempotency_key) for p in group if p.idempotency_key is not None]
         return (
@@ -96,23 +105,43 @@ class GroupRecorder:
         """The group in one round trip, on the decisions made from the cache, if every
         stamp is still current; None (nothing written) if PostgreSQL refused any of it."""
         stamps = {p.app.applicant_id: p.stamp for p in group}
-        issuer = group_store.issuer(conn, cards_expected=0)
+        numbers = self.spare_cards.take(_cards(group))
+        issuer = group_store.issuer(conn, cards_expected=0, card_numbers=numbers)
         outcomes: list[Outcome] = []
         rows: list[group_store.Prepared] = []
         for p in group:
-            outcome, prepared = self._record_one(conn, issuer, p, stamps, set())
+            outcome, built = self._record_one(conn, issuer, p, stamps, set())
             outcomes.append(outcome)
-            rows.extend(prepared)
+            rows.extend(built)
+        # the numbers it used are dropped even if refused: one may be why (an import took it)
+        self._keep_unused_cards(issuer)
         if not group_store.write_at_once(conn, stamps, issuer, rows):
             return None
         return outcomes
+
+    def _keep_unused_cards(self, issuer: Issuer) -> None:
+        if isinstance(issuer, PipelinedIssuer):
+            self.spare_cards.give(issuer.unused_card_numbers())
 
     def _record_checked(self, conn: Connection, group: Sequence[Pending]) -> list[Outcome]:
         """The group the long way: stamps and earlier answers read under the locks first."""
         people = [p.app.applicant_id for p in group]
         keyed = [(p.channel, p.idempotency_key) for p in group if p.idempotency_key is not None]
-        cards = sum(issues_a_card(p.decider, p.decision) for p in group)
-        issuer = group_store.issuer(conn, cards_expected=cards)
+        wanted = _cards(group) + (self.spare_cards.wanted() if self._postgres else 0)
+        issuer = group_store.issuer(conn, cards_expected=wanted)
+        try:
+            return self._record_opened(conn, group, issuer, people, keyed)
+        finally:
+            self._keep_unused_cards(issuer)
+
+    def _record_opened(
+        self,
+        conn: Connection,
+        group: Sequence[Pending],
+        issuer: Issuer,
+        people: list[str],
+        keyed: list[tuple[str, str]],
+    ) -> list[Outcome]:
         stamps, earlier = group_store.open_group(conn, self.c.sql_facts, people, keyed, issuer)
         changed: set[str] = set()  # people this group has issued to
         outcomes: list[Outcome] = []
@@ -123,11 +152,11 @@ class GroupRecorder:
                 document = first_answer(earlier[key], p.digest)
                 outcomes.append(Outcome(document, False, "", False, False))
                 continue
-            outcome, prepared = self._record_one(conn, issuer, p, stamps, changed)
+            outcome, built = self._record_one(conn, issuer, p, stamps, changed)
             outcomes.append(outcome)
             if key is not None:  # its twin later in this group gets the same answer
                 earlier[key] = (p.digest, outcome.document)
-            rows.extend(prepared)
+            rows.extend(built)
         group_store.finish_group(conn, issuer, rows)  # on PostgreSQL this commits
         return outcomes
 

@@ -3,16 +3,17 @@
 On PostgreSQL they go straight through psycopg, with no SQLAlchemy statement
 building on the hot path, and in pipelines. The group's ``BEGIN`` goes in its
 first pipeline (:func:`transaction_in_pipeline`), not in a round trip of its own.
-A small group whose decisions need nothing read first (no card number to draw)
-costs one round trip, :func:`write_at_once`: the locks, a check by PostgreSQL that
-every person's stamp is still the one the cache read (migration 0015), what the
-group issues, its records and the ``COMMIT``. When PostgreSQL refuses any of it (a
-stamp moved, an ``Idempotency-Key`` was used before, an issuance was refused) the
-transaction is rolled back and the group goes the long way, two round trips:
-:func:`open_group`, which locks every person of the group (in one order, so two
-groups cannot deadlock), then reads their stamps and the first answers of
-repeated keys, and draws the numbers of the cards the group expects to issue;
-and :func:`finish_group`, which sends what the group issues (the :func:`issuer`
+A small group whose decisions need nothing read first (its cards' numbers, if
+any, at hand: drawn by earlier groups) costs one round trip, :func:`write_at_once`:
+the locks, a check by PostgreSQL that every person's stamp is still the one the
+cache read (migration 0015), what the group issues, its records and the
+``COMMIT``. When PostgreSQL refuses any of it (a stamp moved, an
+``Idempotency-Key`` was used before, an issuance was refused) the transaction is
+rolled back and the group goes the long way, two round trips: :func:`open_group`,
+which locks every person of the group (in one order, so two groups cannot
+deadlock), then reads their stamps and the first answers of repeated keys, and
+draws the numbers of the cards the group expects to issue; and
+:func:`finish_group`, which sends what the group issues (the :func:`issuer`
 queued it), inserts every record (rows usually prepared, JSON encoded, before
 the writer: :func:`prepare_row`) and commits, all in one pipeline. A large
 group's records go in by ``COPY``, two more round trips for each table copied.
@@ -209,14 +210,15 @@ def write_at_once(
     return True
 
 
-def issuer(conn: Connection, cards_expected: int) -> Issuer:
+def issuer(conn: Connection, cards_expected: int, card_numbers: Sequence[str] = ()) -> Issuer:
     """Who issues for the group: on PostgreSQL, queued and sent in one pipeline (a
-    conflict then loses the transaction: the writer retries each entry alone);
-    on SQLite, each primitive at once."""
+    conflict then loses the transaction: the writer retries each entry alone), with
+    ``card_numbers`` drawn earlier used first and ``cards_expected`` numbers drawn in
+    :func:`open_group`; on SQLite, each primitive at once, each number drawn then."""
     driver = _driver(conn)
     if driver is None:
         return DirectIssuer(conn)
-    return PipelinedIssuer(driver, cards_expected)
+    return PipelinedIssuer(driver, cards_expected, card_numbers)
 
 
 def _key_params(wanted: Sequence[tuple[str, str]]) -> dict[str, list[str]]:

@@ -25,7 +25,7 @@ from data_lookups.database import write_transaction
 from data_lookups.facts import SqlFactSource
 from data_lookups.importer import import_directory
 from data_lookups.issuance import DirectIssuer, Issuer
-from data_lookups.issuance_pipeline import PipelinedIssuer
+from data_lookups.issuance_pipeline import PipelinedIssuer, SpareCardNumbers
 
 D = date(2026, 11, 23)
 EXPIRES = date(2031, 11, 23)
@@ -297,3 +297,72 @@ def test_cards_drawn_ahead_in_a_pipeline_are_the_ones_a_draw_would_give(
 
 def _cards(engine: Engine, me: str) -> list[dict[str, Any]]:
     return list(SqlFactSource(engine).gather(me, frozenset({"cards"}))["cards"] or [])
+
+
+def _drawn(engine: Engine, n: int) -> list[str]:
+    """``n`` numbers drawn from the card sequence now, as an earlier group's spares."""
+    with engine.connect() as conn:
+        sql = "SELECT nextval('card_no_seq') FROM generate_series(1, :n)"
+        values = conn.execute(text(sql), {"n": n}).scalars().all()
+    return [f"AH3416{v:010d}" for v in values]
+
+
+def test_numbers_given_are_handed_out_first_with_no_draw_and_the_rest_kept(
+    pg_engine: Engine,
+) -> None:
+    given = _drawn(pg_engine, 3)
+    after = _next_number(pg_engine)
+    me, other = new_id(), new_id()
+    with write_transaction(pg_engine) as conn:
+        driver = conn.connection.driver_connection
+        issuer = PipelinedIssuer(driver, cards_expected=0, card_numbers=given)  # type: ignore[arg-type]
+        used = [_card(issuer, me), _card(issuer, other)]
+        unused = issuer.unused_card_numbers()
+        issuer.flush()
+    assert used == given[:2] and unused == given[2:]
+    assert _next_number(pg_engine) == after  # nothing drawn
+    assert [c["card_no"] for c in _cards(pg_engine, other)] == [given[1]]
+
+
+def test_numbers_drawn_ahead_and_not_used_are_kept_in_the_order_drawn(
+    pg_engine: Engine,
+) -> None:
+    first = _next_number(pg_engine)
+    with write_transaction(pg_engine) as conn:
+        driver = conn.connection.driver_connection
+        issuer = PipelinedIssuer(driver, cards_expected=4)  # type: ignore[arg-type]
+        with driver.pipeline():  # type: ignore[union-attr]
+            issuer.draw_ahead()
+        used = _card(issuer, new_id())
+        unused = issuer.unused_card_numbers()
+        issuer.flush()
+    assert used == f"AH3416{first:010d}"
+    assert unused == [f"AH3416{n:010d}" for n in range(first + 1, first + 4)]
+    with write_transaction(pg_engine) as conn:  # a draw nobody used is kept too
+        driver = conn.connection.driver_connection
+        issuer = PipelinedIssuer(driver, cards_expected=2)  # type: ignore[arg-type]
+        with driver.pipeline():  # type: ignore[union-attr]
+            issuer.draw_ahead()
+        assert issuer.unused_card_numbers() == [f"AH3416{first + n:010d}" for n in (4, 5)]
+
+
+SPARES: list[tuple[list[str], int, list[str], list[str], int]] = [
+    # (kept, taken, given back, kept afterwards, wanted with keep=4)
+    ([], 1, [], [], 4),
+    (["a", "b", "c"], 2, [], ["c"], 3),
+    (["a"], 0, ["b", "c"], ["a", "b", "c"], 1),
+    (["a", "b"], 2, ["b"], ["b"], 3),
+    (["a", "b", "c", "d", "e"], 0, [], ["a", "b", "c", "d", "e"], 0),
+]
+
+
+@pytest.mark.parametrize(("kept", "taken", "back", "after", "wanted"), SPARES)
+def test_spare_card_numbers_are_taken_in_order_and_topped_up_to_keep(
+    kept: list[str], taken: int, back: list[str], after: list[str], wanted: int
+) -> None:
+    spare = SpareCardNumbers(keep=4)
+    spare.give(kept)
+    assert spare.take(taken) == kept[:taken]
+    spare.give(back)
+    assert list(spare) == after and len(spare) == len(after)
+    assert spare.wanted() == wanted

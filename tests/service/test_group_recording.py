@@ -1,193 +1,54 @@
 """Recording in groups: stale cached facts decided again at commit, one issuance per person,
-repeated Idempotency-Keys answered from the first record, and the group statements
-(``group_store``) alike on PostgreSQL (straight through psycopg) and SQLite (SQLAlchemy Core).
+the way a group is written (one round trip or the long way), and apply_async alike.
 
 Every test runs on both backends: PostgreSQL with the Redis fact cache, SQLite with the
-in-process one.
+in-process one (``conftest.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import secrets
-import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
-import orjson
 import pytest
 from sqlalchemy import (
-    JSON,
-    Column,
     Connection,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    exc,
-    insert,
-    select,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 
 from approval_service.errors import IssuanceConflict
-from approval_service.service import group_store
 from approval_service.service.applications import ApplicationService
-from approval_service.service.clock import FixedClock
 from approval_service.service.container import Container
-from approval_service.service.documents import dumps
 from approval_service.service.group_recording import GroupRecorder
-from approval_service.service.pending import IdempotencyMismatch
-from approval_service.service.records import applications, outbox
-from approval_service.settings import Settings
 from data_lookups.database import write_transaction
 from data_lookups.facts import ALL_FACTS
 from data_lookups.issuance import bump_versions, issue_allowance
-from data_lookups.models import Person, Photo
 
-from .record_rows import NOW, OLD, new_id, outbox_row, record_row
-
-ROOT = Path(__file__).resolve().parents[2]
-ZONE = ZoneInfo("Asia/Shanghai")
-TODAY = NOW.date()
-YOUNG = date(2000, 1, 1)
-CARD_FORM = {"mailing_address": "亳州市谯城区"}
-
-
-@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
-def container(
-    request: pytest.FixtureRequest,
-    pg_database: Callable[[str], str],
-    redis_url: str,
-    redis_prefix: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Container]:
-    if request.param == "postgresql":
-        settings = Settings(
-            database_url=pg_database("group_recording"),
-            redis_url=redis_url,
-            redis_prefix=f"{redis_prefix}group-recording:",
-            rules_dir=ROOT / "rules",
-        )
-    else:
-        folder = tmp_path_factory.mktemp("group_recording")
-        settings = Settings(
-            database_url=f"sqlite:///{folder}/miaopi.sqlite3",
-            redis_url=None,
-            rules_dir=ROOT / "rules",
-        )
-    built = Container.build(settings, clock=FixedClock(ZONE, NOW))
-    yield built
-    built.close()
-
-
-@pytest.fixture(scope="module")
-def service(container: Container) -> ApplicationService:
-    return ApplicationService(container)
-
-
-@pytest.fixture(scope="module")
-def recorder(container: Container) -> GroupRecorder:
-    return GroupRecorder(container)
-
-
-def postgres(container: Container) -> bool:
-    return container.engine.dialect.name == "postgresql"
-
-
-PATHS = ("at_once", "checked", "refused_at_once")
-
-
-def write_paths(container: Container) -> dict[str, float]:
-    """How many groups went each way so far (the miaopi_write_groups counter)."""
-    sample = container.metrics.registry.get_sample_value
-    return {path: sample("miaopi_write_groups_total", {"path": path}) or 0.0 for path in PATHS}
-
-
-def paths_since(container: Container, before: dict[str, float]) -> dict[str, float]:
-    now = write_paths(container)
-    return {path: now[path] - before[path] for path in PATHS if now[path] != before[path]}
-
-
-def add_person(container: Container, birth: date = OLD, **columns: Any) -> str:
-    """A resident (with a photo) registered the way issuance does: rows plus a version bump."""
-    id_number = new_id(birth)
-    with write_transaction(container.engine) as conn:
-        register(conn, id_number, birth, **columns)
-    return id_number
-
-
-def register(conn: Connection, id_number: str, birth: date = OLD, **columns: Any) -> None:
-    values: dict[str, Any] = {
-        "id_number": id_number,
-        "name": "测试",
-        "gender": "M",
-        "birth_date": birth,
-        "hukou_region": "341602",
-        "status": "alive",
-        "last_seen_date": TODAY,
-    }
-    conn.execute(insert(Person).values(**{**values, **columns}))
-    conn.execute(insert(Photo).values(id_number=id_number, photo_sha256="ab" * 32))
-    bump_versions(conn, [id_number])
-
-
-def scalar(container: Container, sql: str, **params: Any) -> Any:
-    with container.engine.connect() as conn:
-        return conn.execute(text(sql), params).scalar()
-
-
-def record(container: Container, application_id: str) -> dict[str, Any]:
-    with container.engine.connect() as conn:
-        row = (
-            conn.execute(select(applications).where(applications.c.id == application_id))
-            .mappings()
-            .one()
-        )
-    return dict(row)
-
-
-def codes(doc: dict[str, Any]) -> list[str]:
-    return [r["code"] for r in doc["reasons"]]
-
-
-def pending(
-    container: Container,
-    service: ApplicationService,
-    applicant: str,
-    item: str,
-    form: dict[str, Any] | None = None,
-    key: str | None = None,
-    channel: str = "portal",
-) -> Any:
-    """An application decided on the facts as cached, waiting to be recorded (as apply makes)."""
-    decider, app = service._prepare(item, applicant, form)
-    stamp, facts = container.facts.gather_unchecked(app.applicant_id, decider.policy.fact_names)
-    return service._decide(channel, decider, app, key, time.perf_counter(), stamp, facts)
-
-
-def apply_via(
-    via: str,
-    service: ApplicationService,
-    applicant: str,
-    item: str,
-    form: dict[str, Any] | None = None,
-    key: str | None = None,
-    channel: str = "portal",
-) -> tuple[dict[str, Any], bool]:
-    if via == "async":
-        return asyncio.run(service.apply_async(channel, item, applicant, form, key))
-    return service.apply(channel, item, applicant, form, key)
-
+from .applicants import (
+    CARD_FORM,
+    TODAY,
+    YOUNG,
+    add_person,
+    apply_via,
+    codes,
+    issued,
+    new_key,
+    paths_since,
+    pending,
+    postgres,
+    record,
+    recorded,
+    register,
+    results,
+    write_paths,
+    writer_held,
+)
+from .record_rows import new_id
 
 # -- facts older than the registry are decided again at commit ---------------------------
 
@@ -293,13 +154,17 @@ def test_facts_cached_before_a_registry_change_are_decided_again_at_commit(
     assert stamp == cached_stamp != container.sql_facts.stamp(person)  # the hot path sees it
     assert decider.decide(facts, TODAY, s.form)["decision"] == s.cached_decision
     before = write_paths(container)
+    # PostgreSQL tries a group in one round trip, and sees there that the stamp moved,
+    # unless a card's number must be drawn first (the writer has none at hand)
+    card_first = (
+        s.item == "senior-card-new"
+        and s.cached_decision == "approved"
+        and not len(container.recorder.spare_cards)
+    )
 
     doc, created = apply_via(via, service, person, s.item, s.form)
 
     assert created and doc["decision"] == s.decision and codes(doc) == s.reasons
-    # PostgreSQL tries a group in one round trip, unless it draws a card number first,
-    # and sees there that the stamp moved
-    card_first = s.item == "senior-card-new" and s.cached_decision == "approved"
     at_once = postgres(container) and not card_first
     assert paths_since(container, before) == {"refused_at_once" if at_once else "checked": 1}
     stored = record(container, doc["application_id"])
@@ -325,10 +190,9 @@ def test_facts_cached_at_the_current_stamp_are_decided_on_as_cached(
     assert codes(doc) == ["ALREADY_RECEIVING"]
 
 
-WAYS = [
+WAYS = [  # cards: see the tests of card numbers drawn ahead
     pytest.param("elderly-allowance", None, "at_once", id="allowance"),
     pytest.param("housing-fund-rent-withdrawal", None, "at_once", id="rent"),
-    pytest.param("senior-card-new", CARD_FORM, "checked", id="card"),  # its number drawn first
 ]
 
 
@@ -349,15 +213,6 @@ ISSUING = [
     pytest.param("elderly-allowance", None, "ALREADY_RECEIVING", "allowances", id="allowance"),
     pytest.param("senior-card-new", CARD_FORM, "CARD_ALREADY_VALID", "senior_cards", id="card"),
 ]
-
-
-def issued(container: Container, table: str, person: str) -> int:
-    return int(scalar(container, f"SELECT count(*) FROM {table} WHERE id_number = :i", i=person))
-
-
-def recorded(container: Container, **where: str) -> int:
-    column, value = next(iter(where.items()))
-    return int(scalar(container, f"SELECT count(*) FROM applications WHERE {column} = :v", v=value))
 
 
 @pytest.mark.parametrize(("item", "form", "code", "table"), ISSUING)
@@ -381,43 +236,6 @@ def test_two_applications_of_one_person_in_one_group_issue_once(
     assert issued(container, table, person) == 1
     assert recorded(container, applicant_id=person) == 2
     assert record(container, second.document["application_id"])["document"] == second.document
-
-
-@contextmanager
-def writer_held(container: Container, service: ApplicationService) -> Iterator[None]:
-    """While inside, the group-commit writer is stuck on an application of its own; what is
-    submitted meanwhile is committed as one group when the block ends."""
-    blocker = add_person(container, YOUNG)
-    ahead_item = pending(container, service, blocker, "elderly-allowance")
-    committer = container.committer
-    with write_transaction(container.engine) as conn:  # SQLite: holds the write lock
-        if postgres(container):
-            conn.execute(
-                text("SELECT pg_advisory_xact_lock(hashtextextended(:i, 0))"), {"i": blocker}
-            )
-        ahead = committer.submit(ahead_item)
-        deadline = time.monotonic() + 10
-        while not writer_waits(container):
-            assert time.monotonic() < deadline, "the writer never took the blocked entry"
-            time.sleep(0.01)
-        yield
-    ahead.result(timeout=30)
-
-
-def writer_waits(container: Container) -> bool:
-    if postgres(container):
-        waiting = scalar(
-            container, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        )
-        return bool(waiting)
-    if not container.committer._queue.empty():
-        return False
-    time.sleep(0.2)  # dequeued; the writer is in BEGIN IMMEDIATE, waiting for the lock
-    return True
-
-
-def results(futures: Sequence[Future[Any]]) -> list[Any]:
-    return [f.result(timeout=30) for f in futures]
 
 
 @pytest.mark.parametrize(("item", "form", "code", "table"), ISSUING)
@@ -495,322 +313,64 @@ def test_a_record_built_before_the_writer_is_the_one_the_writer_would_build(
     assert documents[0] == documents[1]
 
 
-# -- repeated Idempotency-Keys ------------------------------------------------------------------
+# -- card numbers drawn ahead by the long way ---------------------------------------------
 
 
-def new_key() -> str:
-    return f"key-{secrets.token_hex(6)}"
+def card_numbers(container: Container, person: str) -> list[str]:
+    with container.engine.connect() as conn:
+        sql = "SELECT card_no FROM senior_cards WHERE id_number = :i ORDER BY card_no"
+        return list(conn.execute(text(sql), {"i": person}).scalars())
 
 
-@pytest.mark.parametrize(
-    ("item", "table", "rows"),
-    [
-        pytest.param("elderly-allowance", "allowances", 1, id="issuing"),
-        pytest.param("elderly-allowance-certification", "allowances", 0, id="not-issuing"),
-    ],
-)
-def test_a_repeated_key_within_one_group_gets_the_first_answer(
-    container: Container,
-    service: ApplicationService,
-    recorder: GroupRecorder,
-    item: str,
-    table: str,
-    rows: int,
-) -> None:
-    person, key = add_person(container), new_key()
-    group = [pending(container, service, person, item, key=key) for _ in range(2)]
+def apply_for_a_card(container: Container, service: ApplicationService, recorder: GroupRecorder,
+                     person: str) -> Any:  # fmt: skip
+    application = pending(container, service, person, "senior-card-new", CARD_FORM)
     with write_transaction(container.engine) as conn:
-        first, again = recorder.record_group(conn, group)
-    assert first.created and not again.created
-    assert again.document == first.document and not again.issued
-    assert recorded(container, idempotency_key=key) == 1
-    assert recorded(container, applicant_id=person) == 1
-    assert scalar(container, "SELECT count(*) FROM outbox WHERE recipient_id = :i", i=person) == 1
-    assert issued(container, table, person) == rows
+        (outcome,) = recorder.record_group(conn, [application])
+    return outcome
 
 
-@pytest.mark.parametrize("via", ["sync", "async"])
-def test_a_repeated_key_in_a_later_group_gets_the_first_answer(
-    container: Container, service: ApplicationService, via: str
+def test_card_groups_go_at_once_with_numbers_an_earlier_group_drew(
+    container: Container, service: ApplicationService
 ) -> None:
-    person, key = add_person(container), new_key()
-    doc, created = apply_via(via, service, person, "elderly-allowance", None, key)
+    recorder = GroupRecorder(container)  # its own spare numbers: none yet
+    people = [add_person(container) for _ in range(3)]
     before = write_paths(container)
-    again, created_again = apply_via(via, service, person, "elderly-allowance", None, key)
-    assert paths_since(container, before) == {
-        "refused_at_once" if postgres(container) else "checked": 1  # the key is taken
-    }
-    assert created and doc["decision"] == "approved"
-    assert not created_again and again == doc
-    assert recorded(container, idempotency_key=key) == 1
-    assert issued(container, "allowances", person) == 1
-    assert scalar(container, "SELECT count(*) FROM outbox WHERE recipient_id = :i", i=person) == 1
-    # the key belongs to the channel: another channel's same key is another application
-    other, created_other = apply_via(
-        via, service, person, "elderly-allowance", None, key, channel="counter"
-    )
-    assert created_other and other["application_id"] != doc["application_id"]
-    assert codes(other) == ["ALREADY_RECEIVING"]
+    first = apply_for_a_card(container, service, recorder, people[0])
+    spare = list(recorder.spare_cards)
+    later = [apply_for_a_card(container, service, recorder, me) for me in people[1:]]
+    numbers = [o.document["result"]["card_no"] for o in [first, *later]]
+    assert all(o.decision == "approved" and o.issued for o in [first, *later])
+    assert len(set(numbers)) == 3
+    assert [card_numbers(container, me) for me in people] == [[n] for n in numbers]
+    if postgres(container):  # the long way drew spares; the next two used them, in order
+        assert len(spare) == recorder.spare_cards.keep and numbers[0] not in spare
+        assert numbers[1:] == spare[:2] and list(recorder.spare_cards) == spare[2:]
+        assert paths_since(container, before) == {"checked": 1, "at_once": 2}
+    else:  # SQLite draws each number as it issues
+        assert spare == [] and paths_since(container, before) == {"checked": 3}
 
 
-def test_the_same_key_with_another_body_in_one_group_changes_nothing(
-    container: Container, service: ApplicationService, recorder: GroupRecorder
-) -> None:
-    person, key = add_person(container), new_key()
-    group = [
-        pending(container, service, person, "senior-card-new", {"mailing_address": a}, key)
-        for a in ("亳州市", "合肥市")
-    ]
-    with pytest.raises(IdempotencyMismatch) as info, write_transaction(container.engine) as conn:
-        recorder.record_group(conn, group)
-    assert info.value.field == "Idempotency-Key"
-    assert recorded(container, idempotency_key=key) == 0  # the group's transaction rolled back
-    assert issued(container, "senior_cards", person) == 0
-
-
-@pytest.mark.parametrize("via", ["sync", "async"])
-def test_the_same_key_with_another_body_in_a_later_group_is_refused(
-    container: Container, service: ApplicationService, via: str
-) -> None:
-    person, key = add_person(container), new_key()
-    first, _ = apply_via(
-        via, service, person, "senior-card-new", {"mailing_address": "亳州市"}, key
-    )
-    with pytest.raises(IdempotencyMismatch):
-        apply_via(via, service, person, "senior-card-new", {"mailing_address": "合肥市"}, key)
-    with pytest.raises(IdempotencyMismatch):  # another item under the same key
-        apply_via(via, service, person, "elderly-allowance", None, key)
-    assert recorded(container, idempotency_key=key) == 1
-    assert issued(container, "senior_cards", person) == 1
-    assert service.get(first["application_id"]) == first
-
-
-def test_a_mismatched_twin_in_a_committer_group_fails_alone(
+def test_a_card_group_refused_at_once_does_not_try_its_number_again(
     container: Container, service: ApplicationService
 ) -> None:
-    person, key = add_person(container), new_key()
-    first, twin = (
-        pending(container, service, person, "senior-card-new", {"mailing_address": a}, key)
-        for a in ("亳州市", "合肥市")
-    )
-    committer = container.committer
-    with writer_held(container, service):
-        futures = [committer.submit(first), committer.submit(twin)]
-    outcome = futures[0].result(timeout=30)
-    assert outcome.created and outcome.decision == "approved" and outcome.issued
-    assert isinstance(futures[1].exception(timeout=30), IdempotencyMismatch)
-    assert recorded(container, idempotency_key=key) == 1
-    assert issued(container, "senior_cards", person) == 1
-
-
-# -- group_store: the same on PostgreSQL (psycopg pipelines) and SQLite (SQLAlchemy Core) -------
-
-FACTS: dict[str, Any] = {
-    "person": {"birth_date": date(1940, 4, 4), "hukou_region": "341602", "status": "alive"},
-    "allowances": [],
-    "photo": None,
-    "fund": {"balance": Decimal("1234.50"), "last_rent_withdrawal_date": None},
-}
-AWKWARD = '制表符\t换行\n反斜杠\\ 引号" \\N 结束'  # separators, escapes and a NULL marker
-
-
-def application_row(channel: str, key: str | None, **changes: Any) -> dict[str, Any]:
-    """A referral's record with awkward text and nulls inside its JSON."""
-    row = record_row(new_id(), channel=channel, key=key)
-    row.update(
-        decision="referred",
-        reasons=[{"code": "PERSON_NOT_FOUND", "message": AWKWARD, "basis": None}],
-        result={},
-        facts=FACTS,
-        trace=[{"code": "PERSON_NOT_FOUND", "passed": False, "values": {"x": None}}],
-        form={"mailing_address": "亳州市谯城区", "note": None},
-        timings={"gather_ms": 0.25, "decide_ms": 0.01, "total_ms": 1.5},
-        document={"application_id": row["id"], "result": {"amount": Decimal("60.00")}, "n": [1, 2]},
-    )
-    row.update(changes)
-    return row
-
-
-JSON_COLUMNS = ["reasons", "result", "facts", "trace", "form", "timings", "document"]
-NULLABLE = ["idempotency_key", "request_hash", "deadline", "review_state", "officer", "reviewed_at"]
-
-
-def as_json(value: Any) -> Any:
-    """What a JSON column holds after a round trip: dates ISO, money strings, null kept."""
-    return orjson.loads(dumps(value))
-
-
-def nulls(container: Container, table: str, columns: Sequence[str], row_id: str) -> list[bool]:
-    """Which of the columns hold SQL NULL."""
-    tests = ", ".join(f"{c} IS NULL" for c in columns)
-    with container.engine.connect() as conn:
-        found = conn.execute(text(f"SELECT {tests} FROM {table} WHERE id = :i"), {"i": row_id})
-        return [bool(n) for n in found.one()]
-
-
-def insert_rows(conn: Connection, rows_by_table: dict[Table, list[dict[str, Any]]]) -> None:
-    """Rows prepared (JSON encoded on PostgreSQL) and inserted, as the group writer does."""
-    pg = conn.dialect.name == "postgresql"
-    group_store.insert_prepared(
-        conn,
-        [group_store.prepare_row(pg, t, row) for t, rows in rows_by_table.items() for row in rows],
-    )
-
-
-@pytest.fixture(params=["insert", "copy"])
-def insert_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """PostgreSQL inserts a small group's rows one INSERT each, a large group's by COPY:
-    the tests that take this fixture run both ways, whatever the number of rows."""
-    copy_from = 1 if request.param == "copy" else 10**9
-    monkeypatch.setattr(group_store, "COPY_FROM", copy_from)
-    return str(request.param)
-
-
-def test_inserted_rows_round_trip_json_and_keep_none_null(
-    container: Container, insert_path: str
-) -> None:
-    rows = [
-        application_row("portal", new_key()),
-        application_row("portal", None, deadline=date(2026, 11, 26), review_state="open"),
-    ]
-    message = outbox_row(AWKWARD, new_id())
-    with write_transaction(container.engine) as conn:  # both tables at once, as a group does
-        insert_rows(conn, {applications: rows, outbox: [message]})
-        insert_rows(conn, {applications: [], outbox: []})  # nothing to do
-    for row in rows:
-        stored = record(container, row["id"])
-        for column in JSON_COLUMNS:
-            assert stored[column] == as_json(row[column]), column
-        for column in ("channel", "idempotency_key", "request_hash", "applicant_id", "deadline"):
-            assert stored[column] == row[column], column
-        assert stored["business_date"] == TODAY
-        assert stored["decided_at"] == (NOW if postgres(container) else NOW.replace(tzinfo=None))
-        assert nulls(container, "applications", NULLABLE, row["id"]) == [
-            row.get(c) is None for c in NULLABLE
-        ]
-    columns = ["sent_at", "last_error"]
-    assert nulls(container, "outbox", columns, message["id"]) == [True, True]
-    with container.engine.connect() as conn:
-        text_, attempts = conn.execute(
-            text("SELECT text, attempts FROM outbox WHERE id = :i"), {"i": message["id"]}
-        ).one()
-    assert (text_, attempts) == (AWKWARD, 0)
-
-
-def test_inserting_rows_raises_sqlalchemy_integrity_error(
-    container: Container, insert_path: str
-) -> None:
-    """apply() answers a lost idempotency race by catching SQLAlchemy's IntegrityError."""
-    key = new_key()
+    """The number a refused group used is dropped: it may be why (an import took it)."""
+    recorder = GroupRecorder(container)
+    apply_for_a_card(container, service, recorder, add_person(container))  # draws spares
+    tried = list(recorder.spare_cards)[:1]
+    person = add_person(container)
+    application = pending(container, service, person, "senior-card-new", CARD_FORM)
     with write_transaction(container.engine) as conn:
-        insert_rows(conn, {applications: [application_row("portal", key)]})
-    twin = [application_row("portal", None), application_row("portal", key)]
-    message = outbox_row("never sent", new_id())
-    with pytest.raises(exc.IntegrityError), write_transaction(container.engine) as conn:
-        insert_rows(conn, {outbox: [message], applications: twin})
-    assert recorded(container, idempotency_key=key) == 1  # nothing of the failed group stayed
-    assert recorded(container, id=twin[0]["id"]) == 0
-    assert scalar(container, "SELECT count(*) FROM outbox WHERE id = :i", i=message["id"]) == 0
-
-
-def test_earlier_answers_finds_exactly_the_recorded_pairs(container: Container) -> None:
-    key, other = new_key(), new_key()
-    portal = application_row("portal", key)
-    counter = application_row("counter", key, document={"answer": "counter", "n": None})
-    unkeyed = application_row("portal", None)
+        bump_versions(conn, [person])  # the cached stamp is behind now
+    before = write_paths(container)
     with write_transaction(container.engine) as conn:
-        insert_rows(conn, {applications: [portal, counter, unkeyed]})
-    asked = [
-        ("portal", key),
-        ("portal", key),  # asked twice
-        ("counter", key),
-        ("portal", other),  # never used
-        ("elsewhere", key),  # used, but by other channels
-    ]
-    with write_transaction(container.engine) as conn:
-        found = group_store.earlier_answers(conn, asked)
-        assert group_store.earlier_answers(conn, []) == {}
-    assert found == {
-        ("portal", key): (portal["request_hash"], as_json(portal["document"])),
-        ("counter", key): (counter["request_hash"], as_json(counter["document"])),
-    }
-
-
-def test_open_group_locks_the_people_and_reads_stamps_and_first_answers(
-    container: Container, service: ApplicationService
-) -> None:
-    versioned, unregistered = add_person(container), new_id()
-    key = new_key()
-    service.apply("portal", "elderly-allowance", versioned, None, key)  # issues: version 2
-    people = [versioned, unregistered, versioned]
-    keys = [("portal", key), ("portal", new_key())]
-    with write_transaction(container.engine) as conn:
-        stamps, earlier = group_store.open_group(conn, container.sql_facts, people, keys)
-        assert (stamps, earlier) == (
-            container.sql_facts.stamps_in(conn, people),
-            group_store.earlier_answers(conn, keys),
-        )
-        if postgres(container):  # held by this transaction: another one cannot take them
-            assert not any(try_lock(container, p) for p in (versioned, unregistered))
-    assert set(stamps) == {versioned, unregistered}
-    assert stamps[versioned].version == 2 and stamps[unregistered].version == 0
-    assert stamps[versioned].epoch == stamps[unregistered].epoch
-    assert list(earlier) == [("portal", key)]
-    if postgres(container):  # released with the transaction
-        assert all(try_lock(container, p) for p in (versioned, unregistered))
-
-
-def try_lock(container: Container, person: str) -> bool:
-    with container.engine.connect() as conn:
-        got = conn.execute(
-            text("SELECT pg_try_advisory_xact_lock(hashtextextended(:i, 0))"), {"i": person}
-        ).scalar()
-        conn.rollback()
-    return bool(got)
-
-
-def test_none_in_a_json_column_is_stored_as_sqlalchemy_stores_it(
-    container: Container, insert_path: str
-) -> None:
-    """The psycopg path writes what SQLAlchemy Core writes: a None in a JSON column is JSON
-    null (SQLAlchemy's default), in any other column SQL NULL. (The first COPY version wrote
-    SQL NULL for JSON on PostgreSQL only.)"""
-    metadata = MetaData()
-    name = f"probe_{secrets.token_hex(4)}"
-    fast, core = (
-        Table(
-            f"{name}_{suffix}",
-            metadata,
-            Column("id", Integer, primary_key=True),
-            Column("doc", JSON().with_variant(JSONB(), "postgresql")),
-            Column("note", String(20)),
-        )
-        for suffix in ("fast", "core")
-    )
-    rows: list[dict[str, Any]] = [
-        {"id": 1, "doc": None, "note": None},
-        {"id": 2, "doc": {"a": None}, "note": "x"},
-    ]
-    metadata.create_all(container.engine)
-    try:
-        with write_transaction(container.engine) as conn:
-            insert_rows(conn, {fast: rows})
-            conn.execute(insert(core), rows)
-        stored: dict[str, Any] = {}
-        for table in (fast, core):
-            with container.engine.connect() as conn:
-                stored[table.name] = (
-                    conn.execute(
-                        text(f"SELECT id, doc IS NULL, note IS NULL FROM {table.name} ORDER BY id")
-                    ).all(),
-                    conn.execute(select(table.c.doc).order_by(table.c.id)).scalars().all(),
-                )
-    finally:
-        metadata.drop_all(container.engine)
-    assert stored[fast.name] == stored[core.name]
-    checks, docs = stored[fast.name]
-    assert docs == [None, {"a": None}]
-    assert [(i, bool(d), bool(n)) for i, d, n in checks] == [(1, False, True), (2, False, False)]
+        (outcome,) = recorder.record_group(conn, [application])
+    assert outcome.redecided and outcome.issued
+    number = outcome.document["result"]["card_no"]
+    assert card_numbers(container, person) == [number]
+    assert number not in tried and not set(tried) & set(recorder.spare_cards)
+    way = "refused_at_once" if postgres(container) else "checked"
+    assert paths_since(container, before) == {way: 1}
 
 
 # -- apply_async answers what apply answers ---------------------------------------------------
