@@ -15,8 +15,8 @@ PostgreSQL itself fails the transaction when such a statement changes no row
 commit. A refusal, or a statement that breaks a registry constraint, is raised
 as :class:`IssuanceConflict` (by :func:`translated`). There is no savepoint to
 return to: the caller's transaction is lost and must be rolled back (the group
-writer then retries each application alone, and only the one at fault gets the
-error).
+writer then does the group the long way, or each application alone, and only the
+one at fault gets the error).
 
 Money is computed by PostgreSQL's ``numeric``, which is exact to the cent.
 Card numbers come from ``card_no_seq`` as in :func:`~data_lookups.issuance.issue_card`,

@@ -164,9 +164,10 @@ class ApplicationService:
         facts: Facts,
     ) -> Pending:
         # A repeated Idempotency-Key is answered from the first record without a read up
-        # front: the group writer looks up every key of its group in one statement, under
-        # the people's locks, and a twin that slips past (its first still uncommitted) is
-        # stopped by the key's unique constraint. Nothing is issued twice either way.
+        # front: the key's unique constraint refuses a small group written at once, and
+        # the long way looks up every key of its group in one statement, under the
+        # people's locks; a twin that slips past (its first still uncommitted) is stopped
+        # by the same constraint. Nothing is issued twice either way.
         gathered = time.perf_counter()
         now = self.c.clock.now()
         decision = decider.decide(facts, now.date(), app.form, trace=True)
@@ -226,7 +227,7 @@ class ApplicationService:
             )
         return outcome.document, True
 
-    # recording (in the group-commit writer) ---------------------------------
+    # locking -------------------------------------------------------------
     def lock_person(self, conn: Connection, applicant_id: str) -> None:
         """The same per-person lock the group writer takes (see :mod:`group_store`)."""
         group_store.lock_people(conn, [applicant_id])

@@ -7,11 +7,13 @@ queued (up to ``max_batch``), begins one write transaction on its own
 connection, lets the ``process`` function do the whole group on it (lock,
 check, issue, insert), commits, and only then answers the callers: threads one
 by one, each event loop with a single wake-up for all its waiters. ``process``
-may send the ``COMMIT`` itself, with its last statements, to save a round trip
-(the group store does on PostgreSQL); the writer's commit then finds nothing left
-to do. A ``process`` that raises has committed nothing, except when the connection
-is lost with the ``COMMIT`` in flight: then nobody can know, as with the writer's
-own commit, and the callers get :class:`RegistryUnavailable`. Under load one
+may send the ``BEGIN`` and the ``COMMIT`` itself, with its first and last
+statements, to save round trips (the group recorder does on PostgreSQL); the
+writer's commit then finds nothing left to do. Nothing may fail in ``process``
+after its ``COMMIT``: a group that raises is done again. A ``process`` that
+raises has committed nothing, except when the connection is lost with the
+``COMMIT`` in flight: then nobody can know, as with the writer's own commit, and
+the callers get :class:`RegistryUnavailable`. Under load one
 commit (one WAL flush, one set of round trips) serves many applications; with a
 single request in flight it costs what a plain transaction costs.
 

@@ -21,6 +21,7 @@ long way, stamps and earlier answers read first (:mod:`group_store`).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,8 @@ from data_lookups.facts import Stamp
 from data_lookups.issuance import Issuer
 from data_lookups.issuance_pipeline import PipelinedIssuer, SpareCardNumbers
 
+log = logging.getLogger(__name__)
+
 
 def _cards(group: Sequence[Pending]) -> int:
     """How many cards the group's decisions, as made, would issue."""
@@ -62,7 +65,11 @@ class GroupRecorder:
         self.spare_cards = SpareCardNumbers()  # PostgreSQL: drawn ahead by the long way
 
     def record_group(self, conn: Connection, group: Sequence[Pending]) -> list[Outcome]:
-        """Check, issue and record a group of applications in the caller's transaction.
+        """Check, issue, record and commit a group of applications on ``conn``.
+
+        On PostgreSQL the group begins and commits its own transaction (in its
+        pipelines: :func:`group_store.transaction_in_pipeline`); the writer's own
+        commit then has nothing left to do. On SQLite it runs in the writer's.
 
         The people are locked (PostgreSQL), then their stamps checked. An application
         whose facts came from the cache at the current stamp keeps its decision;
@@ -103,18 +110,24 @@ class GroupRecorder:
 
     def _record_at_once(self, conn: Connection, group: Sequence[Pending]) -> list[Outcome] | None:
         """The group in one round trip, on the decisions made from the cache, if every
-        stamp is still current; None (nothing written) if PostgreSQL refused any of it."""
+        stamp is still current; None (nothing written) if PostgreSQL refused any of it,
+        or if issuing on the cached facts failed here (the long way, on checked facts,
+        then either succeeds or raises what is really wrong)."""
         stamps = {p.app.applicant_id: p.stamp for p in group}
         numbers = self.spare_cards.take(_cards(group))
         issuer = group_store.issuer(conn, cards_expected=0, card_numbers=numbers)
         outcomes: list[Outcome] = []
         rows: list[group_store.Prepared] = []
-        for p in group:
-            outcome, built = self._record_one(conn, issuer, p, stamps, set())
-            outcomes.append(outcome)
-            rows.extend(built)
-        # the numbers it used are dropped even if refused: one may be why (an import took it)
-        self._keep_unused_cards(issuer)
+        try:
+            for p in group:
+                outcome, built = self._record_one(conn, issuer, p, stamps, set())
+                outcomes.append(outcome)
+                rows.extend(built)
+        except Exception:  # the facts were not checked yet: let the long way see
+            log.debug("issuing at once failed: the group goes the long way", exc_info=True)
+            return None
+        finally:  # numbers it used are dropped, even if refused: one may be why
+            self._keep_unused_cards(issuer)
         if not group_store.write_at_once(conn, stamps, issuer, rows):
             return None
         return outcomes
@@ -129,19 +142,6 @@ class GroupRecorder:
         keyed = [(p.channel, p.idempotency_key) for p in group if p.idempotency_key is not None]
         wanted = _cards(group) + (self.spare_cards.wanted() if self._postgres else 0)
         issuer = group_store.issuer(conn, cards_expected=wanted)
-        try:
-            return self._record_opened(conn, group, issuer, people, keyed)
-        finally:
-            self._keep_unused_cards(issuer)
-
-    def _record_opened(
-        self,
-        conn: Connection,
-        group: Sequence[Pending],
-        issuer: Issuer,
-        people: list[str],
-        keyed: list[tuple[str, str]],
-    ) -> list[Outcome]:
         stamps, earlier = group_store.open_group(conn, self.c.sql_facts, people, keyed, issuer)
         changed: set[str] = set()  # people this group has issued to
         outcomes: list[Outcome] = []
@@ -157,6 +157,9 @@ class GroupRecorder:
             if key is not None:  # its twin later in this group gets the same answer
                 earlier[key] = (p.digest, outcome.document)
             rows.extend(built)
+        # kept before the commit: nothing may fail once the group is durable, or the
+        # writer would take the group for failed and do its entries again, one by one
+        self._keep_unused_cards(issuer)
         group_store.finish_group(conn, issuer, rows)  # on PostgreSQL this commits
         return outcomes
 

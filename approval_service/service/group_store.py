@@ -9,7 +9,9 @@ the locks, a check by PostgreSQL that every person's stamp is still the one the
 cache read (migration 0015), what the group issues, its records and the
 ``COMMIT``. When PostgreSQL refuses any of it (a stamp moved, an
 ``Idempotency-Key`` was used before, an issuance was refused) the transaction is
-rolled back and the group goes the long way, two round trips: :func:`open_group`,
+rolled back (psycopg's rollback also deallocates its prepared statements: two round
+trips, and the next statements are prepared again) and the group goes the long
+way, two round trips: :func:`open_group`,
 which locks every person of the group (in one order, so two groups cannot
 deadlock), then reads their stamps and the first answers of repeated keys, and
 draws the numbers of the cards the group expects to issue; and
@@ -52,10 +54,10 @@ _LOCK = (
     "SELECT count(pg_advisory_xact_lock(hashtextextended(id, 0))) "
     "FROM unnest(string_to_array(%(ids)s, ',')) AS id"
 )
-# _CUSTOM_PLANS: these statements take a list whose length the planner cannot know
-# from a prepared statement's generic plan; a generic plan chosen while a table was
+# _CUSTOM_PLANS: the long way's statements take a list whose length the planner cannot
+# know from a prepared statement's generic plan; a generic plan chosen while a table was
 # small (a seq scan) stays in use after it grew, and each group then scans the whole
-# table. They are never prepared, so each is planned for the list it is given.
+# table. There they are never prepared, so each is planned for the list it is given.
 
 # joined on both columns so the unique index (channel, idempotency_key) is searched
 _EARLIER = (
@@ -77,9 +79,8 @@ _EXPECT_CURRENT = (
     "<> e.version "
     "UNION ALL SELECT 1 FROM registry_state WHERE id = 1 AND epoch <> %(epoch)s) AS stale"
 )
-#: the largest group :func:`write_at_once` takes. A busy service's groups are larger and go
-#: the long way: the more entries, the likelier one of them is stale or repeated, and the
-#: whole group would then be sent twice; waiting one round trip more costs them little.
+#: the largest group :func:`write_at_once` takes: the more entries, the likelier one is stale
+#: or repeated and the whole group sent twice; a busy service's larger groups go the long way
 AT_ONCE_MAX = 8
 _IDLE = psycopg.pq.TransactionStatus.IDLE
 
@@ -169,13 +170,11 @@ def write_at_once(
 ) -> bool:
     """Lock, check, issue, insert and commit a small group in one round trip (PostgreSQL).
 
-    ``stamps`` are the people's stamps as the cache read them, all of one epoch; the
-    decisions were made on those facts, and what they issue is queued in ``issuer``.
-    PostgreSQL checks under the locks that every stamp is still current (migration
-    0015) and carries out the rest only if it is. True: the group is durable. False:
-    PostgreSQL refused something (a stamp moved, a key was used before, an issuance
-    was refused, a constraint broken), the transaction was rolled back and nothing
-    of it stays; the caller does the group the long way, which finds out why.
+    ``stamps``: the people's stamps as the cache read them (one epoch), on which the
+    decisions were made; ``issuer`` holds what they issue. PostgreSQL checks under the
+    locks that every stamp is still current (migration 0015). True: the group is
+    durable. False: PostgreSQL refused something (a stamp moved, a key was used
+    before, an issuance refused, a constraint broken) and nothing of it stays.
     """
     driver = _driver(conn)
     if driver is None or not isinstance(issuer, PipelinedIssuer):
@@ -212,8 +211,8 @@ def write_at_once(
 
 def issuer(conn: Connection, cards_expected: int, card_numbers: Sequence[str] = ()) -> Issuer:
     """Who issues for the group: on PostgreSQL, queued and sent in one pipeline (a
-    conflict then loses the transaction: the writer retries each entry alone), with
-    ``card_numbers`` drawn earlier used first and ``cards_expected`` numbers drawn in
+    conflict then loses the transaction), with ``card_numbers`` drawn earlier used
+    first or, if none are given, ``cards_expected`` numbers drawn in
     :func:`open_group`; on SQLite, each primitive at once, each number drawn then."""
     driver = _driver(conn)
     if driver is None:

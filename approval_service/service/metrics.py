@@ -36,7 +36,8 @@ class Metrics:
         self.groups = Counter(
             "miaopi_write_groups",
             "Groups of the writer by path: at_once (one round trip), checked (stamps read "
-            "first), refused_at_once (a stamp moved or a key was repeated: then checked)",
+            "first), refused_at_once (PostgreSQL refused it: a stamp moved, a key was used "
+            "before, an issuance was refused or a constraint broken; then checked)",
             ["path"],
             registry=self.registry,
         )

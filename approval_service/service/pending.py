@@ -64,18 +64,6 @@ class IdempotencyMismatch(RequestError):
     """The same Idempotency-Key was sent before with a different request."""
 
 
-def _first_answer(earlier: tuple[str | None, dict[str, Any]], digest: str | None) -> dict[str, Any]:
-    """The first response for a repeated key, if the request is the same as then."""
-    first_digest, document = earlier
-    if first_digest != digest:
-        raise IdempotencyMismatch(
-            "this Idempotency-Key was already used for a different request; "
-            "use a new key for a new application",
-            field="Idempotency-Key",
-        )
-    return document
-
-
 def first_answer(earlier: tuple[str | None, dict[str, Any]], digest: str | None) -> dict[str, Any]:
     """The first response for a repeated key, if the request is the same as then."""
     first_digest, document = earlier

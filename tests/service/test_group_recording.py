@@ -313,66 +313,6 @@ def test_a_record_built_before_the_writer_is_the_one_the_writer_would_build(
     assert documents[0] == documents[1]
 
 
-# -- card numbers drawn ahead by the long way ---------------------------------------------
-
-
-def card_numbers(container: Container, person: str) -> list[str]:
-    with container.engine.connect() as conn:
-        sql = "SELECT card_no FROM senior_cards WHERE id_number = :i ORDER BY card_no"
-        return list(conn.execute(text(sql), {"i": person}).scalars())
-
-
-def apply_for_a_card(container: Container, service: ApplicationService, recorder: GroupRecorder,
-                     person: str) -> Any:  # fmt: skip
-    application = pending(container, service, person, "senior-card-new", CARD_FORM)
-    with write_transaction(container.engine) as conn:
-        (outcome,) = recorder.record_group(conn, [application])
-    return outcome
-
-
-def test_card_groups_go_at_once_with_numbers_an_earlier_group_drew(
-    container: Container, service: ApplicationService
-) -> None:
-    recorder = GroupRecorder(container)  # its own spare numbers: none yet
-    people = [add_person(container) for _ in range(3)]
-    before = write_paths(container)
-    first = apply_for_a_card(container, service, recorder, people[0])
-    spare = list(recorder.spare_cards)
-    later = [apply_for_a_card(container, service, recorder, me) for me in people[1:]]
-    numbers = [o.document["result"]["card_no"] for o in [first, *later]]
-    assert all(o.decision == "approved" and o.issued for o in [first, *later])
-    assert len(set(numbers)) == 3
-    assert [card_numbers(container, me) for me in people] == [[n] for n in numbers]
-    if postgres(container):  # the long way drew spares; the next two used them, in order
-        assert len(spare) == recorder.spare_cards.keep and numbers[0] not in spare
-        assert numbers[1:] == spare[:2] and list(recorder.spare_cards) == spare[2:]
-        assert paths_since(container, before) == {"checked": 1, "at_once": 2}
-    else:  # SQLite draws each number as it issues
-        assert spare == [] and paths_since(container, before) == {"checked": 3}
-
-
-def test_a_card_group_refused_at_once_does_not_try_its_number_again(
-    container: Container, service: ApplicationService
-) -> None:
-    """The number a refused group used is dropped: it may be why (an import took it)."""
-    recorder = GroupRecorder(container)
-    apply_for_a_card(container, service, recorder, add_person(container))  # draws spares
-    tried = list(recorder.spare_cards)[:1]
-    person = add_person(container)
-    application = pending(container, service, person, "senior-card-new", CARD_FORM)
-    with write_transaction(container.engine) as conn:
-        bump_versions(conn, [person])  # the cached stamp is behind now
-    before = write_paths(container)
-    with write_transaction(container.engine) as conn:
-        (outcome,) = recorder.record_group(conn, [application])
-    assert outcome.redecided and outcome.issued
-    number = outcome.document["result"]["card_no"]
-    assert card_numbers(container, person) == [number]
-    assert number not in tried and not set(tried) & set(recorder.spare_cards)
-    way = "refused_at_once" if postgres(container) else "checked"
-    assert paths_since(container, before) == {way: 1}
-
-
 # -- apply_async answers what apply answers ---------------------------------------------------
 
 SHAPES: dict[str, tuple[str, dict[str, Any] | None, Callable[[Container], str]]] = {
