@@ -39,6 +39,7 @@ from approval_service.service.pending import (
     issues_a_card,
     prepared,
 )
+from approval_service.service.prepared_rows import Prepared
 from data_lookups.database import is_postgres
 from data_lookups.facts import Stamp
 from data_lookups.issuance import Issuer
@@ -117,7 +118,7 @@ class GroupRecorder:
         numbers = self.spare_cards.take(_cards(group))
         issuer = group_store.issuer(conn, cards_expected=0, card_numbers=numbers)
         outcomes: list[Outcome] = []
-        rows: list[group_store.Prepared] = []
+        rows: list[Prepared] = []
         try:
             for p in group:
                 outcome, built = self._record_one(conn, issuer, p, stamps, set())
@@ -145,7 +146,7 @@ class GroupRecorder:
         stamps, earlier = group_store.open_group(conn, self.c.sql_facts, people, keyed, issuer)
         changed: set[str] = set()  # people this group has issued to
         outcomes: list[Outcome] = []
-        rows: list[group_store.Prepared] = []
+        rows: list[Prepared] = []
         for p in group:
             key = None if p.idempotency_key is None else (p.channel, p.idempotency_key)
             if key is not None and key in earlier:  # a repeat: the first answer, nothing new
@@ -180,7 +181,7 @@ class GroupRecorder:
         p: Pending,
         stamps: Mapping[str, Stamp],
         changed: set[str],
-    ) -> tuple[Outcome, list[group_store.Prepared]]:
+    ) -> tuple[Outcome, list[Prepared]]:
         policy = p.decider.policy
         person = p.app.applicant_id
         facts, decision = p.facts, p.decision

@@ -9,15 +9,14 @@ the locks, a check by PostgreSQL that every person's stamp is still the one the
 cache read (migration 0015), what the group issues, its records and the
 ``COMMIT``. When PostgreSQL refuses any of it (a stamp moved, an
 ``Idempotency-Key`` was used before, an issuance was refused) the transaction is
-rolled back (psycopg's rollback also deallocates its prepared statements: two round
-trips, and the next statements are prepared again) and the group goes the long
-way, two round trips: :func:`open_group`,
-which locks every person of the group (in one order, so two groups cannot
-deadlock), then reads their stamps and the first answers of repeated keys, and
-draws the numbers of the cards the group expects to issue; and
+rolled back (two round trips: psycopg deallocates its prepared statements too) and
+the group goes the long way, two round trips:
+:func:`open_group`, which locks every person of the group (in one order, so two
+groups cannot deadlock), then reads their stamps and the first answers of
+repeated keys, and draws the numbers of the cards the group expects; and
 :func:`finish_group`, which sends what the group issues (the :func:`issuer`
 queued it), inserts every record (rows usually prepared, JSON encoded, before
-the writer: :func:`prepare_row`) and commits, all in one pipeline. A large
+the writer: :func:`prepared_rows.prepare_row`) and commits, all in one pipeline. A large
 group's records go in by ``COPY``, two more round trips for each table copied.
 Statements of a pipeline run one after the other, each with its own snapshot,
 so the stamps are read (or checked) after the locks are held. On SQLite (the
@@ -29,15 +28,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-from sqlalchemy import JSON, Connection, Table, insert, select, tuple_
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.types import TypeEngine
+from sqlalchemy import Connection, Table, insert, select, tuple_
 
-from approval_service.service.documents import dumps
+from approval_service.service.prepared_rows import Prepared, insert_statement
 from approval_service.service.records import applications
 from data_lookups.database import is_postgres
 from data_lookups.facts import PG_STAMPS_SQL, SqlFactSource, Stamp, stamps_from_rows
@@ -200,10 +196,13 @@ def write_at_once(
                 cur.execute(_EXPECT_CURRENT, check, prepare=True)
                 issuer.send()
                 for (table, columns), values in by_statement.items():
-                    statement, _ = _insert_statement(table, columns)
+                    statement, _ = insert_statement(table, columns)
                     cur.executemany(statement, values)
                 cur.execute("COMMIT")  # carried out only if all of the above was
         except psycopg.IntegrityError:
+            # psycopg's rollback also deallocates every prepared statement (a round trip
+            # more). A ROLLBACK through libpq that kept them was tried: psycopg then
+            # used a statement the failed pipeline had never prepared
             driver.rollback()
             return False
     return True
@@ -252,41 +251,6 @@ def earlier_answers(conn: Connection, keys: Iterable[tuple[str, str]]) -> Earlie
         )
         rows = [tuple(r) for r in conn.execute(query)]
     return {(channel, key): (digest, dict(document)) for channel, key, digest, document in rows}
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """One row to insert, ready for :func:`insert_prepared`.
-
-    On PostgreSQL ``values`` are the statement's parameters in column order, JSON
-    columns already turned into text (the costly part, done by whoever prepares the
-    row, so the group writer need not); on SQLite, the row itself.
-    """
-
-    table: Table
-    columns: tuple[str, ...]
-    values: Sequence[Any] | Mapping[str, Any]
-
-    def replaced(self, column: str, value: Any) -> Prepared:
-        """The same row with one column's value replaced (encoded like the others)."""
-        if isinstance(self.values, Mapping):
-            return Prepared(self.table, self.columns, {**self.values, column: value})
-        _, json_columns = _insert_statement(self.table, self.columns)
-        values = list(self.values)
-        values[self.columns.index(column)] = dumps(value) if column in json_columns else value
-        return Prepared(self.table, self.columns, values)
-
-
-def prepare_row(postgres: bool, table: Table, row: Mapping[str, Any]) -> Prepared:
-    """A row for :func:`insert_prepared`; a None in a JSON column will be JSON ``null``,
-    as SQLAlchemy's JSON type stores it."""
-    columns = tuple(row)
-    if not postgres:
-        return Prepared(table, columns, row)
-    _, json_columns = _insert_statement(table, columns)
-    return Prepared(
-        table, columns, [dumps(row[c]) if c in json_columns else row[c] for c in columns]
-    )
 
 
 #: rows of one table in a group from which ``COPY`` inserts them, not one ``INSERT`` each
@@ -357,7 +321,7 @@ def _write(
                 if issuer is not None:
                     issuer.send()
                 for (table, columns), values in few.items():
-                    statement, _ = _insert_statement(table, columns)
+                    statement, _ = insert_statement(table, columns)
                     cur.executemany(statement, values)
                 if commit:  # queued after the rest: carried out only if all of it was
                     # (as a statement: psycopg's commit() would wait on a Sync of its own)
@@ -372,29 +336,3 @@ def _copy(
     with driver.cursor() as cur, cur.copy(statement) as copy:
         for row in values:
             copy.write_row(row)
-
-
-_POSTGRES = postgresql.dialect()  # type: ignore[no-untyped-call]
-
-
-def _json_cast(column_type: TypeEngine[Any]) -> str:
-    implemented = column_type.dialect_impl(_POSTGRES)
-    return "jsonb" if isinstance(implemented, postgresql.JSONB) else "json"
-
-
-_STATEMENTS: dict[tuple[str, tuple[str, ...]], tuple[str, frozenset[str]]] = {}
-
-
-def _insert_statement(table: Table, columns: tuple[str, ...]) -> tuple[str, frozenset[str]]:
-    """``INSERT ... VALUES (%s, %s::json, ...)`` for these columns, and the JSON ones
-    (each cast to its column's type on PostgreSQL, ``json`` or ``jsonb``)."""
-    key = (table.name, columns)
-    found = _STATEMENTS.get(key)
-    if found is None:
-        json_columns = frozenset(c for c in columns if isinstance(table.c[c].type, JSON))
-        values = ", ".join(
-            f"%s::{_json_cast(table.c[c].type)}" if c in json_columns else "%s" for c in columns
-        )
-        statement = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({values})"
-        found = _STATEMENTS[key] = (statement, json_columns)
-    return found

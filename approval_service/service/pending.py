@@ -19,9 +19,10 @@ from sqlalchemy import Table
 
 from approval_service.engine.backends import Decider
 from approval_service.errors import RequestError
-from approval_service.service import group_store, notifications, records
+from approval_service.service import notifications, records
 from approval_service.service.documents import application_document, project_facts
 from approval_service.service.issuing import ISSUES_A_CARD
+from approval_service.service.prepared_rows import Prepared, prepare_row
 from approval_service.service.requests import Application
 from approval_service.service.workdays import WorkCalendar
 from data_lookups.facts import Facts, Stamp
@@ -46,7 +47,7 @@ class Pending:
     decision: dict[str, Any]
     # the response and its rows, built before the group writer unless the decision
     # issues a card: the writer uses them as they are unless it must decide again
-    prebuilt: tuple[dict[str, Any], list[group_store.Prepared]] | None = None
+    prebuilt: tuple[dict[str, Any], list[Prepared]] | None = None
 
 
 @dataclass(frozen=True)
@@ -86,11 +87,9 @@ def issues_a_card(decider: Decider, decision: Mapping[str, Any]) -> bool:
     return issues(decider, decision) and decider.policy.issue in ISSUES_A_CARD
 
 
-def prepared(
-    postgres: bool, rows: list[tuple[Table, dict[str, Any]]]
-) -> list[group_store.Prepared]:
-    """The rows ready for the group writer (see :func:`group_store.prepare_row`)."""
-    return [group_store.prepare_row(postgres, table, row) for table, row in rows]
+def prepared(postgres: bool, rows: list[tuple[Table, dict[str, Any]]]) -> list[Prepared]:
+    """The rows ready for the group writer (see :func:`prepared_rows.prepare_row`)."""
+    return [prepare_row(postgres, table, row) for table, row in rows]
 
 
 def decision_rows(

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import Connection, Engine, insert, text
 
-from approval_service.service import group_store
+from approval_service.service.prepared_rows import Prepared, prepare_row
 from approval_service.service.records import applications, outbox
 from data_lookups.database import write_transaction
 from data_lookups.models import FundAccount
@@ -37,13 +37,13 @@ def with_fund(engine: Engine, balance: str) -> str:
     return me
 
 
-def rows_for(applicant: str, key: str | None = None) -> list[group_store.Prepared]:
+def rows_for(applicant: str, key: str | None = None) -> list[Prepared]:
     """A decision record and its notification, prepared as the writer gets them."""
     record = record_row(applicant, key=key)
     message = outbox_row("已办结", applicant, record["id"])
     return [
-        group_store.prepare_row(True, applications, record),
-        group_store.prepare_row(True, outbox, message),
+        prepare_row(True, applications, record),
+        prepare_row(True, outbox, message),
     ]
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import Engine, exc
 
 from approval_service.errors import IssuanceConflict
 from approval_service.service import group_store
+from approval_service.service.prepared_rows import Prepared
 from data_lookups.database import ensure_schema, make_engine, write_transaction
 from data_lookups.issuance import Issuer
 
@@ -43,9 +44,7 @@ def insert_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     return str(request.param)
 
 
-def finish(
-    engine: Engine, work: Callable[[Issuer], None], rows: list[group_store.Prepared]
-) -> None:
+def finish(engine: Engine, work: Callable[[Issuer], None], rows: list[Prepared]) -> None:
     with write_transaction(engine) as conn:
         issuer = group_store.issuer(conn, cards_expected=0)
         work(issuer)

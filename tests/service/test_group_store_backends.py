@@ -34,6 +34,7 @@ from approval_service.service import group_store
 from approval_service.service.applications import ApplicationService
 from approval_service.service.container import Container
 from approval_service.service.documents import dumps
+from approval_service.service.prepared_rows import prepare_row
 from approval_service.service.records import applications, outbox
 from data_lookups.database import write_transaction
 
@@ -98,7 +99,7 @@ def insert_rows(conn: Connection, rows_by_table: dict[Table, list[dict[str, Any]
     pg = conn.dialect.name == "postgresql"
     group_store.insert_prepared(
         conn,
-        [group_store.prepare_row(pg, t, row) for t, rows in rows_by_table.items() for row in rows],
+        [prepare_row(pg, t, row) for t, rows in rows_by_table.items() for row in rows],
     )
 
 
