@@ -194,11 +194,7 @@ def write_at_once(
                     cur.execute("BEGIN")
                 cur.execute(_LOCK, {"ids": check["ids"]}, prepare=True)
                 cur.execute(_EXPECT_CURRENT, check, prepare=True)
-                issuer.send()
-                for (table, columns), values in by_statement.items():
-                    statement, _ = insert_statement(table, columns)
-                    cur.executemany(statement, values)
-                cur.execute("COMMIT")  # carried out only if all of the above was
+                _queue_rest(cur, issuer, by_statement, commit=True)
         except psycopg.IntegrityError:
             # psycopg's rollback also deallocates every prepared statement (a round trip
             # more). A ROLLBACK through libpq that kept them was tried: psycopg then
@@ -318,14 +314,25 @@ def _write(
                 _copy(driver, table, columns, values)
         if few or issuer is not None or commit:
             with driver.pipeline(), driver.cursor() as cur:
-                if issuer is not None:
-                    issuer.send()
-                for (table, columns), values in few.items():
-                    statement, _ = insert_statement(table, columns)
-                    cur.executemany(statement, values)
-                if commit:  # queued after the rest: carried out only if all of it was
-                    # (as a statement: psycopg's commit() would wait on a Sync of its own)
-                    cur.execute("COMMIT")
+                _queue_rest(cur, issuer, few, commit=commit)
+
+
+def _queue_rest(
+    cur: psycopg.Cursor[Any],
+    issuer: PipelinedIssuer | None,
+    by_statement: Mapping[tuple[Table, tuple[str, ...]], list[Any]],
+    *,
+    commit: bool,
+) -> None:
+    """Queue, in the open pipeline, what the group issues, its rows and the ``COMMIT``."""
+    if issuer is not None:
+        issuer.send()
+    for (table, columns), values in by_statement.items():
+        statement, _ = insert_statement(table, columns)
+        cur.executemany(statement, values)
+    if commit:  # queued after the rest: carried out only if all of it was
+        # (as a statement: psycopg's commit() would wait on a Sync of its own)
+        cur.execute("COMMIT")
 
 
 def _copy(

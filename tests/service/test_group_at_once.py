@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import Connection, Engine, text
 
 from approval_service.service import group_store
-from data_lookups.database import ensure_schema, make_engine, write_transaction
+from data_lookups.database import write_transaction
 from data_lookups.facts import SqlFactSource
 from data_lookups.issuance import Issuer, bump_versions
 
@@ -31,14 +31,6 @@ from .pg_groups import TODAY, client_turns, driver_of, rows_for, seen, with_fund
 from .record_rows import new_id
 
 IDLE = psycopg.pq.TransactionStatus.IDLE
-
-
-@pytest.fixture(scope="module")
-def engine(pg_database: Callable[[str], str]) -> Iterator[Engine]:
-    made = make_engine(pg_database("group_at_once"))
-    ensure_schema(made)
-    yield made
-    made.dispose()
 
 
 @pytest.fixture(autouse=True)

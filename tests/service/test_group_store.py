@@ -13,7 +13,7 @@ by ``COPY`` before it.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 
 import psycopg
@@ -23,19 +23,11 @@ from sqlalchemy import Engine, exc
 from approval_service.errors import IssuanceConflict
 from approval_service.service import group_store
 from approval_service.service.prepared_rows import Prepared
-from data_lookups.database import ensure_schema, make_engine, write_transaction
+from data_lookups.database import write_transaction
 from data_lookups.issuance import Issuer
 
 from .pg_groups import TODAY, driver_of, rows_for, seen, with_fund
 from .record_rows import new_id
-
-
-@pytest.fixture(scope="module")
-def engine(pg_database: Callable[[str], str]) -> Iterator[Engine]:
-    made = make_engine(pg_database("group_store"))
-    ensure_schema(made)
-    yield made
-    made.dispose()
 
 
 @pytest.fixture(params=["insert", "copy"])
