@@ -230,6 +230,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument(
+        "--report", type=Path, default=None,
+        help="where to write the JSON report (default var/bench/e2e-<time>.json)",
+    )  # fmt: skip
     args = parser.parse_args()
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out = ROOT / "var" / "bench" / f"e2e-{stamp}"
@@ -322,7 +326,8 @@ def main() -> None:
                 real["cpu"]["server_ms_per_request"] / base["cpu"]["server_ms_per_request"], 2
             ),
         }
-    path = ROOT / "var" / "bench" / f"e2e-{stamp}.json"
+    path = (args.report or ROOT / "var" / "bench" / f"e2e-{stamp}.json").resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print()
     print(f"{args.people} residents, {args.rate:g}/s for {args.duration:g} s, "
@@ -342,7 +347,7 @@ def main() -> None:
             for area, share in real["profile"][kind]["areas"].items():
                 print(f"  {area:42}{share:6.1%}")
     print(
-        f"\nreport: {path.relative_to(ROOT)} "
+        f"\nreport: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} "
         f"(load test reports and PNGs in {out.relative_to(ROOT)})"
     )
     print(f"reproduce: {report['command']}")
