@@ -89,12 +89,15 @@ def main() -> None:
     }
     summary = out.with_suffix(".json")
     summary.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"\n{'rate /s':>8} {'answered':>9} {'errors':>7} {'p50 ms':>9} {'p99 ms':>9}  verdict")
+    print(f"\n{'rate /s':>8} {'answered':>9} {'errors':>7} {'p50 ms':>9} {'p99 ms':>9} "
+          f"{'CPU ms/app':>11} {'busy %':>7}  verdict")  # fmt: skip
     for r in runs:
-        lat = r["latency_ms"]
+        lat, cpu = r["latency_ms"], r["cpu"]
+        used = cpu["server_ms_per_request"] + (cpu.get("postgres_ms_per_request") or 0)
+        busy = cpu["machine_busy_percent"]
         shown = "sustained" if r["sustained"] else r["why"]
-        print(f"{r['rate']:8g} {r['throughput']:9g} {r['errors']:7d} "
-              f"{lat['p50']:9.1f} {lat['p99']:9.1f}  {shown}")  # fmt: skip
+        print(f"{r['rate']:8g} {r['throughput']:9g} {r['errors']:7d} {lat['p50']:9.1f} "
+              f"{lat['p99']:9.1f} {used:11.3f} {busy:7.1f}  {shown}")  # fmt: skip
     held = "none of the rates tried" if best is None else f"{best:g}/s"
     print(f"\nsustained with p99 <= {args.p99_ms:g} ms and no errors: {held}")
     print(f"report: {summary.relative_to(ROOT)}")
