@@ -259,7 +259,8 @@ def main() -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": shlex.join([sys.executable, *sys.argv]),
         "machine": machine(),
-        "parameters": vars(args) | {
+        "parameters": {
+            **vars(args),
             "registry": str(registry.relative_to(ROOT)),
             "report": None if args.report is None else str(args.report),
         },
