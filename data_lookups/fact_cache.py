@@ -51,38 +51,36 @@ A cold burst for one person sends one gather to the database per process
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
-import time
-import weakref
-from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import Protocol
 
-import orjson
-import redis
-import redis.asyncio as aioredis
 from sqlalchemy import Engine
 
-from approval_service.errors import CacheUnavailable
-from data_lookups.facts import (
-    ALL_FACTS,
-    Facts,
-    SqlFactSource,
-    Stamp,
-    check_names,
-    decode_fact,
-    encode_fact,
+from data_lookups.cache_stores import (
+    DEFAULT_TTL_SECONDS,
+    Entry,
+    MemoryFactCache,
+    PackedMemoryFactCache,
+    RedisFactCache,
+    decode_entry,
+    encode_entry,
 )
-from data_lookups.redis_gets import GroupedGets
+from data_lookups.facts import ALL_FACTS, Facts, SqlFactSource, Stamp, check_names
 
-log = logging.getLogger(__name__)
-
-DEFAULT_TTL_SECONDS = 3600
-
-#: a cached bundle and the stamp it was read at
-Entry = tuple[Stamp, Facts]
+__all__ = [
+    "DEFAULT_TTL_SECONDS",
+    "CachedFactSource",
+    "Entry",
+    "FactCache",
+    "MemoryFactCache",
+    "PackedMemoryFactCache",
+    "RedisFactCache",
+    "TieredFactCache",
+    "make_fact_cache",
+    "make_fact_source",
+]
 
 
 class FactCache(Protocol):
@@ -107,226 +105,48 @@ class FactCache(Protocol):
         ...
 
 
-class MemoryFactCache:
-    """An in-process, thread-safe LRU of fact bundles."""
-
-    def __init__(self, max_entries: int = 50_000) -> None:  # about 2 kB per person
-        self._entries: OrderedDict[str, tuple[Stamp, Facts]] = OrderedDict()
-        self._lock = threading.Lock()
-        self._max = max_entries
-
-    def get(self, id_number: str, stamp: Stamp) -> Facts | None:
-        entry = self.peek(id_number)
-        return None if entry is None or entry[0] != stamp else entry[1]
-
-    def peek(self, id_number: str) -> Entry | None:
-        with self._lock:
-            entry = self._entries.get(id_number)
-            if entry is not None:
-                self._entries.move_to_end(id_number)  # recently used: evicted last
-            return entry
-
-    async def apeek(self, id_number: str) -> Entry | None:
-        return self.peek(id_number)
-
-    def put(self, id_number: str, stamp: Stamp, bundle: Facts) -> None:
-        with self._lock:
-            current = self._entries.get(id_number)
-            if current is not None and current[0] > stamp:
-                return  # keep the newer entry
-            self._entries[id_number] = (stamp, bundle)
-            self._entries.move_to_end(id_number)
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
-
-    def invalidate(self, id_numbers: Iterable[str]) -> None:
-        with self._lock:
-            for id_number in id_numbers:
-                self._entries.pop(id_number, None)
-
-
-def _encode_bundle(stamp: Stamp, bundle: Facts) -> bytes:
-    facts = {name: encode_fact(name, value) for name, value in bundle.items()}
-    return orjson.dumps({"s": list(stamp), "f": facts})
-
-
-def _decode_entry(payload: bytes | str) -> Entry | None:
-    """The stored entry; None if unreadable."""
-    try:
-        data = orjson.loads(payload)
-        return Stamp(*data["s"]), {name: decode_fact(name, raw) for name, raw in data["f"].items()}
-    except (ValueError, KeyError, TypeError, AttributeError):
-        log.warning("fact cache: unreadable entry ignored")  # written by another version?
-        return None
-
-
-class RedisFactCache:
-    """Fact bundles in Redis under ``{prefix}facts:{id_number}``, shared by processes.
-
-    Any Redis failure is logged once per outage and turns the cache off for
-    ``retry_after`` seconds: reads miss and writes are skipped, so decisions
-    keep coming from the database. The next attempt after that reconnects.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        prefix: str = "miaopi:",
-        ttl_seconds: int = DEFAULT_TTL_SECONDS,
-        retry_after: float = 1.0,
-        timeout: float = 0.5,
-    ) -> None:
-        self._url = url
-        self._options: dict[str, Any] = {
-            "socket_timeout": timeout,
-            "socket_connect_timeout": timeout,
-            "health_check_interval": 0,
-        }
-        self._client = redis.Redis.from_url(url, **self._options)
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupedGets] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._prefix = prefix
-        self._ttl = ttl_seconds
-        self._retry_after = retry_after
-        self._down_until = 0.0
-        self._down = False
-        self._lock = threading.Lock()
-
-    def _key(self, id_number: str) -> str:
-        return f"{self._prefix}facts:{id_number}"
-
-    @property
-    def available(self) -> bool:
-        return time.monotonic() >= self._down_until
-
-    def _failed(self, error: Exception) -> None:
-        with self._lock:
-            self._down_until = time.monotonic() + self._retry_after
-            if not self._down:
-                self._down = True
-                log.warning(
-                    "fact cache (Redis) unreachable, serving from the database: %s",
-                    type(error).__name__,
-                )
-
-    def _succeeded(self) -> None:
-        if self._down:
-            with self._lock:
-                if self._down:
-                    self._down = False
-                    log.warning("fact cache (Redis) reachable again")
-
-    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        if not self.available:
-            return None
-        try:
-            result = getattr(self._client, method)(*args, **kwargs)
-        except (redis.RedisError, OSError) as error:  # a cache never fails a decision
-            self._failed(error)
-            return None
-        self._succeeded()
-        return result
-
-    def get(self, id_number: str, stamp: Stamp) -> Facts | None:
-        entry = self.peek(id_number)
-        return None if entry is None or entry[0] != stamp else entry[1]
-
-    def peek(self, id_number: str) -> Entry | None:
-        payload = self._call("get", self._key(id_number))
-        return None if payload is None else _decode_entry(payload)
-
-    async def apeek(self, id_number: str) -> Entry | None:
-        if not self.available:
-            return None
-        try:
-            payload = await self._grouped_gets().get(self._key(id_number))
-        except (redis.RedisError, OSError) as error:
-            self._failed(error)
-            return None
-        self._succeeded()
-        return None if payload is None else _decode_entry(payload)
-
-    async def aclose(self) -> None:
-        """Close this event loop's client (call on the loop, before it ends)."""
-        gets = self._async_clients.pop(asyncio.get_running_loop(), None)
-        if gets is not None:
-            await gets.aclose()
-
-    def _grouped_gets(self) -> GroupedGets:
-        """One asyncio client per event loop (its connections belong to the loop)."""
-        loop = asyncio.get_running_loop()
-        gets = self._async_clients.get(loop)
-        if gets is None:
-            gets = GroupedGets(aioredis.Redis.from_url(self._url, **self._options))
-            self._async_clients[loop] = gets
-        return gets
-
-    def put(self, id_number: str, stamp: Stamp, bundle: Facts) -> None:
-        self._call("set", self._key(id_number), _encode_bundle(stamp, bundle), ex=self._ttl)
-
-    def put_entries(self, entries: Iterable[tuple[str, str]]) -> None:
-        """Store ready-made entries (``(id_number, entry JSON)``) with one pipeline.
-
-        Unlike the other calls this one raises :class:`CacheUnavailable`: it is for
-        warming the cache, where a Redis that cannot be reached is the news.
-        """
-        try:
-            with self._client.pipeline(transaction=False) as pipe:
-                for id_number, payload in entries:
-                    pipe.set(self._key(id_number), payload, ex=self._ttl)
-                pipe.execute()
-        except (redis.RedisError, OSError) as error:
-            raise CacheUnavailable(f"Redis cannot be reached: {type(error).__name__}") from error
-
-    def invalidate(self, id_numbers: Iterable[str]) -> None:
-        keys = [self._key(i) for i in id_numbers]
-        if keys:
-            self._call("delete", *keys)
-
-    def close(self) -> None:
-        self._client.close()
-
-
 class TieredFactCache:
     """A small in-process cache in front of a shared one (Redis).
 
     Both tiers validate by stamp, so the near tier can never be staler than the
-    far one: it only saves the network hop and the decoding of the entry.
+    far one: it only saves the network hop. It keeps entries as Redis stores them
+    (:class:`PackedMemoryFactCache`), so an entry read from Redis is kept as it came
+    and one put is encoded once for both tiers.
     """
 
-    def __init__(self, near: MemoryFactCache, far: FactCache) -> None:
+    def __init__(self, near: PackedMemoryFactCache, far: RedisFactCache) -> None:
         self.near = near
         self.far = far
 
     def get(self, id_number: str, stamp: Stamp) -> Facts | None:
-        bundle = self.near.get(id_number, stamp)
-        if bundle is None:
-            bundle = self.far.get(id_number, stamp)
-            if bundle is not None:
-                self.near.put(id_number, stamp, bundle)
-        return bundle
+        entry = self.near.peek(id_number)
+        if entry is None or entry[0] != stamp:
+            entry = self._kept(id_number, self.far.peek_payload(id_number))
+        return None if entry is None or entry[0] != stamp else entry[1]
 
     def peek(self, id_number: str) -> Entry | None:
         entry = self.near.peek(id_number)
         if entry is None:
-            entry = self.far.peek(id_number)
-            if entry is not None:
-                self.near.put(id_number, *entry)
+            entry = self._kept(id_number, self.far.peek_payload(id_number))
         return entry
 
     async def apeek(self, id_number: str) -> Entry | None:
         entry = self.near.peek(id_number)
         if entry is None:
-            entry = await self.far.apeek(id_number)
-            if entry is not None:
-                self.near.put(id_number, *entry)
+            entry = self._kept(id_number, await self.far.apeek_payload(id_number))
+        return entry
+
+    def _kept(self, id_number: str, payload: bytes | None) -> Entry | None:
+        """The entry a payload from the far tier holds, now kept near too."""
+        entry = None if payload is None else decode_entry(payload)
+        if entry is not None and payload is not None:
+            self.near.put_payload(id_number, entry[0], payload)
         return entry
 
     def put(self, id_number: str, stamp: Stamp, bundle: Facts) -> None:
-        self.near.put(id_number, stamp, bundle)
-        self.far.put(id_number, stamp, bundle)
+        payload = encode_entry(stamp, bundle)
+        self.near.put_payload(id_number, stamp, payload)
+        self.far.put_payload(id_number, payload)
 
     def invalidate(self, id_numbers: Iterable[str]) -> None:
         ids = list(id_numbers)
@@ -350,7 +170,7 @@ def make_fact_cache(
     """Redis (behind a small in-process tier) when a URL is configured, in-process otherwise."""
     if redis_url:
         return TieredFactCache(
-            MemoryFactCache(near_entries), RedisFactCache(redis_url, prefix=prefix)
+            PackedMemoryFactCache(near_entries), RedisFactCache(redis_url, prefix=prefix)
         )
     return MemoryFactCache()
 

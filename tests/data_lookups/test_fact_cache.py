@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from data_lookups.fact_cache import (
     CachedFactSource,
     FactCache,
     MemoryFactCache,
+    PackedMemoryFactCache,
     RedisFactCache,
     TieredFactCache,
     make_fact_cache,
@@ -58,7 +60,7 @@ def cache(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str) -> 
         return
     prefix = f"{redis_prefix}{request.node.name}:"
     client = RedisFactCache(redis_url, prefix=prefix)
-    yield client if request.param == "redis" else TieredFactCache(MemoryFactCache(), client)
+    yield client if request.param == "redis" else TieredFactCache(PackedMemoryFactCache(), client)
     client.close()
 
 
@@ -203,8 +205,11 @@ def test_cold_burst_sends_one_gather(engine: Engine, cache: FactCache, tmp_path:
     assert len(results) == 16 and all(r == results[0] for r in results)
 
 
-def test_memory_cache_is_bounded_and_thread_safe() -> None:
-    cache = MemoryFactCache(max_entries=50)
+@pytest.mark.parametrize("kind", [MemoryFactCache, PackedMemoryFactCache])
+def test_memory_cache_is_bounded_and_thread_safe(
+    kind: type[MemoryFactCache | PackedMemoryFactCache],
+) -> None:
+    cache = kind(max_entries=50)
     bundle: Facts = {"retired_on": None}
 
     def churn(n: int) -> None:
@@ -250,6 +255,28 @@ def test_redis_entry_round_trips_types(redis_url: str, redis_prefix: str) -> Non
     assert tiered.near.get("p", Stamp(3, 4)) == bundle
     tiered.invalidate(["p"])
     assert tiered.get("p", Stamp(3, 4)) is None
+    tiered.close()
+
+
+def test_near_tier_keeps_entries_as_redis_stores_them(redis_url: str, redis_prefix: str) -> None:
+    """Packed: one object the garbage collector never scans, kept as Redis sent it."""
+    far = RedisFactCache(redis_url, prefix=f"{redis_prefix}packed:")
+    tiered = TieredFactCache(PackedMemoryFactCache(), far)
+    card = {"card_no": "A1", "card_type": "senior", "status": "valid"}
+    card |= {"issued_on": date(2025, 1, 2), "expires_on": date(2030, 1, 1)}
+    card |= {"cancel_reason": None, "cancelled_on": None}
+    bundle: Facts = {"cards": [card], "retired_on": date(2020, 1, 1)}
+    far.put("p", Stamp(1, 7), bundle)
+    assert tiered.peek("p") == (Stamp(1, 7), bundle)  # from Redis, now near as well
+    kept = tiered.near.peek_payload("p")
+    assert kept == far.peek_payload("p") and isinstance(kept, bytes)
+    assert not gc.is_tracked(kept)
+    first, second = tiered.near.peek("p"), tiered.near.peek("p")
+    assert first is not None and second is not None
+    first[1]["cards"].clear()  # each read is decoded afresh: a caller's change stays its own
+    assert second[1] == bundle and tiered.get("p", Stamp(1, 7)) == bundle
+    tiered.put("q", Stamp(1, 1), bundle)  # encoded once, the same bytes in both tiers
+    assert tiered.near.peek_payload("q") == far.peek_payload("q")
     tiered.close()
 
 
