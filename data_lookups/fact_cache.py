@@ -41,9 +41,11 @@ that does neither is not seen until the entry expires (``DEFAULT_TTL_SECONDS``).
 
 The price of a checked read is one small database read besides the cache read;
 the saving is the full gather (nine tables). With Redis, a small in-process tier sits in
-front (:class:`TieredFactCache`): also stamp-validated, it saves the network hop
-and the decoding; Redis shares bundles between processes. Redis being down only costs speed: it is
-skipped (one warning per outage, no personal data) and retried after a second.
+front (:class:`TieredFactCache`): also stamp-validated, it saves the network hop, and
+keeps entries as bytes, out of the garbage collector's way
+(:mod:`data_lookups.cache_stores`); Redis shares bundles between processes. Redis
+being down only costs speed: it is skipped (one warning per outage, no personal data)
+and retried after a second.
 A cold burst for one person sends one gather to the database per process
 (single-flight per person and stamp).
 """
