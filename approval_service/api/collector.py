@@ -15,6 +15,11 @@ again, it lives as long as the process anyway), and raises the thresholds so
 that the youngest generation is collected every ``YOUNG`` net allocations and a
 full collection comes a tenth as often. Cyclic garbage is still collected, a
 little later; reference counting frees everything else at once, as before.
+
+What lives long but not forever is the costly part: objects that survive young
+collections are scanned again in each one until they die. The in-process fact
+tier, which takes about one new entry per application, keeps its entries as bytes
+for that reason (:class:`data_lookups.cache_stores.PackedMemoryFactCache`).
 """
 
 from __future__ import annotations
