@@ -28,6 +28,13 @@ class Settings(BaseSettings):
         description="database connections kept open per process (on PostgreSQL, half of "
         "them for the registry reads of prechecks and cache misses)",
     )
+    group_linger_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=50,
+        description="how long a small group of a busy group-commit writer waits for more "
+        "applications before it is written (0: never); a quiet service never waits",
+    )
     redis_url: str | None = Field(default=None, description="Redis for the fact cache")
     redis_prefix: str = Field(default="miaopi:", description="prefix of every Redis key")
     api_keys: str = Field(default="", description="comma-separated channel:key pairs")

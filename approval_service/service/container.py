@@ -82,7 +82,10 @@ class Container:
     def __post_init__(self) -> None:
         self.recorder = GroupRecorder(self)
         self.committer = GroupCommitter(
-            self.engine, self.recorder.record_group, after_commit=self.recorder.after_commit
+            self.engine,
+            self.recorder.record_group,
+            after_commit=self.recorder.after_commit,
+            linger=self.settings.group_linger_ms / 1000,
         )
 
     @classmethod

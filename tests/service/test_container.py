@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from approval_service.errors import PolicyFolderError
@@ -134,3 +135,18 @@ def test_workers_starting_together_on_a_new_policy_all_start(
             assert conn.execute(select(func.count()).select_from(policy_versions)).scalar() == 1
     finally:
         engine.dispose()
+
+
+def test_the_writer_lingers_as_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MIAOPI_GROUP_LINGER_MS reaches the group-commit writer; a negative one is refused."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    assert Settings(database_url=url).group_linger_ms == 2.0
+    monkeypatch.setenv("MIAOPI_GROUP_LINGER_MS", "0.5")
+    container = Container.build(Settings(database_url=url, rules_dir=ROOT / "rules"))
+    try:
+        assert container.committer.linger == pytest.approx(0.0005)
+    finally:
+        container.close()
+    monkeypatch.setenv("MIAOPI_GROUP_LINGER_MS", "-1")
+    with pytest.raises(ValidationError, match="group_linger_ms"):
+        Settings(database_url=url)

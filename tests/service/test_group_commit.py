@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 from sqlalchemy import Connection, Engine, text
 
 from approval_service.errors import RegistryUnavailable
+from approval_service.service import group_commit
 from approval_service.service.group_commit import GroupCommitter
 from data_lookups.database import make_engine
 
@@ -85,6 +87,55 @@ def test_concurrent_writes_share_groups_and_each_gets_its_result(engine: Engine)
     assert len(recorder.groups) < 40  # grouped: fewer transactions than entries
     assert committer.entries == 40
     assert sorted(v for group, _ in recorder.after for v in group) == list(range(1, 41))
+
+
+class Held(Recorder):
+    """A recorder that says when the writer has started on a group (and is held at the gate)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+
+    def process(self, conn: Connection, group: Sequence[int]) -> list[int]:
+        self.entered.set()
+        return super().process(conn, group)
+
+
+@pytest.mark.parametrize(
+    ("linger", "groups"),
+    [
+        (0.0, [[1], [2, 3], [4], [5]]),  # no linger: each entry is written as it comes
+        (30.0, [[1], [2, 3], [4, 5]]),  # busy: the small group waits until it is full
+    ],
+)
+def test_a_busy_writer_lingers_for_a_fuller_group_and_a_quiet_one_never(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, linger: float, groups: list[list[int]]
+) -> None:
+    monkeypatch.setattr(group_commit, "BUSY_WITHIN", 60.0)  # "recently": this whole test
+    recorder = Held()
+    recorder.gate.clear()
+    committer = GroupCommitter(engine, recorder.process, linger=linger, linger_until=2)
+    try:
+        first = committer.submit(1)  # quiet: written at once, though it is alone
+        assert recorder.entered.wait(10)
+        second, third = committer.submit(2), committer.submit(3)  # queue up meanwhile
+        recorder.gate.set()
+        assert [f.result(timeout=10) for f in (first, second, third)] == [10, 20, 30]
+        # the writer's last group held two: it is busy, so entry 4 waits for company
+        fourth = committer.submit(4)
+        time.sleep(0.2)
+        fifth = committer.submit(5)
+        assert [fourth.result(timeout=10), fifth.result(timeout=10)] == [40, 50]
+        assert recorder.groups == groups
+        # closing ends a linger at once, and what was waiting is still written
+        if linger:
+            sixth = committer.submit(6)
+            started = time.monotonic()
+            committer.close()
+            assert sixth.result(timeout=1) == 60 and time.monotonic() - started < 5
+    finally:
+        committer.close()
+    assert committed(engine) >= {1, 2, 3, 4, 5}
 
 
 def test_a_failing_entry_fails_alone_and_leaves_no_row(engine: Engine) -> None:
