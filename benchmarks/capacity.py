@@ -2,7 +2,7 @@
 
 One command (not collected by pytest)::
 
-    .venv/bin/python benchmarks/capacity.py [--people 1000000] [--rates 3000,3500,4000,4500,5000]
+    .venv/bin/python benchmarks/capacity.py [--people 1000000] [--rates 2000,2500,...,5000]
                                             [--duration 60] [--p99-ms 50] [--workers 2] [--all]
 
 For each rate, lowest first, it runs the end-to-end benchmark (``benchmarks/e2e.py``
@@ -49,7 +49,7 @@ def rates(text: str) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=1_000_000)
-    parser.add_argument("--rates", type=rates, default=rates("3000,3500,4000,4500,5000"))
+    parser.add_argument("--rates", type=rates, default=rates("2000,2500,3000,3500,4000,4500,5000"))
     parser.add_argument("--duration", type=float, default=60)
     parser.add_argument("--p99-ms", type=float, default=50.0)
     parser.add_argument("--workers", type=int, default=2)
@@ -66,7 +66,12 @@ def main() -> None:
                    "--duration", f"{args.duration:g}", "--workers", str(args.workers),
                    "--skip-baseline", "--no-profile", "--report", str(path)]  # fmt: skip
         print(f"--- {rate:g}/s: {shlex.join(command)}", flush=True)
-        subprocess.run(command, cwd=ROOT, check=True)
+        code = subprocess.run(command, cwd=ROOT, check=False).returncode
+        if code != 0 or not path.exists():  # a run that broke down sustained nothing
+            judged = Verdict(rate, False, f"the benchmark run failed (exit {code}): see above")
+            verdicts.append(judged)
+            runs.append({"rate": rate, "sustained": False, "why": judged.why})
+            break
         real = json.loads(path.read_text(encoding="utf-8"))["miaopi"]
         judged = verdict(real, p99_ms=args.p99_ms)
         verdicts.append(judged)
@@ -92,6 +97,11 @@ def main() -> None:
     print(f"\n{'rate /s':>8} {'answered':>9} {'errors':>7} {'p50 ms':>9} {'p99 ms':>9} "
           f"{'CPU ms/app':>11} {'busy %':>7}  verdict")  # fmt: skip
     for r in runs:
+        if "latency_ms" not in r:
+            print(
+                f"{r['rate']:8g} {'—':>9} {'—':>7} {'—':>9} {'—':>9} {'—':>11} {'—':>7}  {r['why']}"
+            )
+            continue
         lat, cpu = r["latency_ms"], r["cpu"]
         used = cpu["server_ms_per_request"] + (cpu.get("postgres_ms_per_request") or 0)
         busy = cpu["machine_busy_percent"]

@@ -12,7 +12,8 @@ Modules:
 - :mod:`~data_lookups.import_formats` / :mod:`~data_lookups.importer` — ``miaopi data import``;
 - :mod:`~data_lookups.synthetic` — ``miaopi data generate``;
 - :mod:`~data_lookups.facts` — ``FactSource``, ``SqlFactSource`` (facts + stamp, one snapshot);
-- :mod:`~data_lookups.fact_cache` — Redis / in-process cache, ``CachedFactSource``;
+- :mod:`~data_lookups.fact_cache` — the cache's freshness protocol, ``CachedFactSource``;
+- :mod:`~data_lookups.cache_stores` — where entries are kept: in process, packed, Redis;
 - :mod:`~data_lookups.issuance` — issuing inside the caller's transaction.
 
 Schema changes: add a revision file to ``data_lookups/migrations/versions`` whose

@@ -138,6 +138,24 @@ def test_a_busy_writer_lingers_for_a_fuller_group_and_a_quiet_one_never(
     assert committed(engine) >= {1, 2, 3, 4, 5}
 
 
+def test_after_a_pause_even_a_busy_writer_writes_a_lone_entry_at_once(engine: Engine) -> None:
+    """The last group held two, but it ended longer ago than BUSY_WITHIN: no waiting."""
+    recorder = Held()
+    recorder.gate.clear()
+    committer = GroupCommitter(engine, recorder.process, linger=30.0, linger_until=2)
+    try:
+        first = committer.submit(1)
+        assert recorder.entered.wait(10)
+        second, third = committer.submit(2), committer.submit(3)
+        recorder.gate.set()
+        assert [f.result(timeout=10) for f in (first, second, third)] == [10, 20, 30]
+        time.sleep(20 * group_commit.BUSY_WITHIN)
+        assert committer.submit(4).result(timeout=5) == 40  # not the 30 s linger
+        assert recorder.groups == [[1], [2, 3], [4]]
+    finally:
+        committer.close()
+
+
 def test_a_failing_entry_fails_alone_and_leaves_no_row(engine: Engine) -> None:
     recorder = Recorder(bad={7})
     recorder.gate.clear()
