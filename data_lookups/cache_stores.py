@@ -70,8 +70,7 @@ class MemoryFactCache(_StampedLru[Facts]):
         super().__init__(max_entries)
 
     def get(self, id_number: str, stamp: Stamp) -> Facts | None:
-        entry = self.peek(id_number)
-        return None if entry is None or entry[0] != stamp else entry[1]
+        return bundle_at(self.peek(id_number), stamp)
 
     def peek(self, id_number: str) -> Entry | None:
         return self._peek(id_number)
@@ -107,12 +106,10 @@ class PackedMemoryFactCache(_StampedLru[bytes]):
         self._put(id_number, stamp, payload)
 
     def get(self, id_number: str, stamp: Stamp) -> Facts | None:
-        entry = self.peek(id_number)
-        return None if entry is None or entry[0] != stamp else entry[1]
+        return bundle_at(self.peek(id_number), stamp)
 
     def peek(self, id_number: str) -> Entry | None:
-        payload = self.peek_payload(id_number)
-        return None if payload is None else decode_entry(payload)
+        return decode_entry(self.peek_payload(id_number))
 
     async def apeek(self, id_number: str) -> Entry | None:
         return self.peek(id_number)
@@ -127,14 +124,21 @@ def encode_entry(stamp: Stamp, bundle: Facts) -> bytes:
     return orjson.dumps({"s": list(stamp), "f": facts})
 
 
-def decode_entry(payload: bytes | str) -> Entry | None:
-    """The stored entry; None if unreadable."""
+def decode_entry(payload: bytes | str | None) -> Entry | None:
+    """The stored entry; None if there is none or it is unreadable."""
+    if payload is None:
+        return None
     try:
         data = orjson.loads(payload)
         return Stamp(*data["s"]), {name: decode_fact(name, raw) for name, raw in data["f"].items()}
     except (ValueError, KeyError, TypeError, AttributeError):
         log.warning("fact cache: unreadable entry ignored")  # written by another version?
         return None
+
+
+def bundle_at(entry: Entry | None, stamp: Stamp) -> Facts | None:
+    """The entry's bundle if it was read at ``stamp``, else None."""
+    return None if entry is None or entry[0] != stamp else entry[1]
 
 
 class RedisFactCache:
@@ -207,16 +211,13 @@ class RedisFactCache:
         return result
 
     def get(self, id_number: str, stamp: Stamp) -> Facts | None:
-        entry = self.peek(id_number)
-        return None if entry is None or entry[0] != stamp else entry[1]
+        return bundle_at(self.peek(id_number), stamp)
 
     def peek(self, id_number: str) -> Entry | None:
-        payload = self.peek_payload(id_number)
-        return None if payload is None else decode_entry(payload)
+        return decode_entry(self.peek_payload(id_number))
 
     async def apeek(self, id_number: str) -> Entry | None:
-        payload = await self.apeek_payload(id_number)
-        return None if payload is None else decode_entry(payload)
+        return decode_entry(await self.apeek_payload(id_number))
 
     def peek_payload(self, id_number: str) -> bytes | None:
         """The entry as stored (see :func:`decode_entry`), or None."""

@@ -66,6 +66,7 @@ from data_lookups.cache_stores import (
     MemoryFactCache,
     PackedMemoryFactCache,
     RedisFactCache,
+    bundle_at,
     decode_entry,
     encode_entry,
 )
@@ -124,7 +125,7 @@ class TieredFactCache:
         entry = self.near.peek(id_number)
         if entry is None or entry[0] != stamp:
             entry = self._kept(id_number, self.far.peek_payload(id_number))
-        return None if entry is None or entry[0] != stamp else entry[1]
+        return bundle_at(entry, stamp)
 
     def peek(self, id_number: str) -> Entry | None:
         entry = self.near.peek(id_number)
@@ -140,7 +141,7 @@ class TieredFactCache:
 
     def _kept(self, id_number: str, payload: bytes | None) -> Entry | None:
         """The entry a payload from the far tier holds, now kept near too."""
-        entry = None if payload is None else decode_entry(payload)
+        entry = decode_entry(payload)
         if entry is not None and payload is not None:
             self.near.put_payload(id_number, entry[0], payload)
         return entry
