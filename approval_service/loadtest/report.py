@@ -10,6 +10,7 @@ answer other than the one expected: 2xx for an application, 422 for an invalid I
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -142,10 +143,16 @@ def summarize(result: RunResult, plan: Plan, *, url: str, connections: int) -> d
     return summary
 
 
+def behind_schedule(summary: Mapping[str, Any]) -> bool:
+    """Whether the generator could not keep its schedule in this run (see ``LAG_*``)."""
+    lag = summary["send_lag_ms"]
+    return bool(lag["p99"] > LAG_WARN_MS or lag["max"] > LAG_MAX_WARN_MS)
+
+
 def warnings(summary: dict[str, Any]) -> list[str]:
     out: list[str] = []
     lag = summary["send_lag_ms"]
-    if lag["p99"] > LAG_WARN_MS or lag["max"] > LAG_MAX_WARN_MS:
+    if behind_schedule(summary):
         out.append(
             f"the generator could not keep its schedule: p99 send lag {lag['p99']:.1f} ms "
             f"(max {lag['max']:.1f} ms); latencies are measured from the schedule all the same"
