@@ -81,6 +81,12 @@ class MemoryFactCache(_StampedLru[Facts]):
     def put(self, id_number: str, stamp: Stamp, bundle: Facts) -> None:
         self._put(id_number, stamp, bundle)
 
+    async def aput_payload(self, id_number: str, stamp: Stamp, payload: bytes) -> None:
+        """Keep an entry that came encoded (a miss read on the event loop), decoded."""
+        entry = decode_entry(payload)
+        if entry is not None:
+            self._put(id_number, stamp, entry[1])
+
 
 class PackedMemoryFactCache(_StampedLru[bytes]):
     """An in-process LRU of entries kept as the bytes Redis stores: the near tier.
@@ -103,6 +109,9 @@ class PackedMemoryFactCache(_StampedLru[bytes]):
         return None if entry is None else entry[1]
 
     def put_payload(self, id_number: str, stamp: Stamp, payload: bytes) -> None:
+        self._put(id_number, stamp, payload)
+
+    async def aput_payload(self, id_number: str, stamp: Stamp, payload: bytes) -> None:
         self._put(id_number, stamp, payload)
 
     def get(self, id_number: str, stamp: Stamp) -> Facts | None:
@@ -255,6 +264,17 @@ class RedisFactCache:
 
     def put_payload(self, id_number: str, payload: bytes) -> None:
         self._call("set", self._key(id_number), payload, ex=self._ttl)
+
+    async def aput_payload(self, id_number: str, stamp: Stamp, payload: bytes) -> None:
+        """:meth:`put_payload` for the event loop (the stamp is inside the payload)."""
+        if not self.available:
+            return
+        try:
+            await self._grouped_gets().set(self._key(id_number), payload, self._ttl)
+        except (redis.RedisError, OSError) as error:
+            self._failed(error)
+            return
+        self._succeeded()
 
     def put_entries(self, entries: Iterable[tuple[str, str]]) -> None:
         """Store ready-made entries (``(id_number, entry JSON)``) with one pipeline.

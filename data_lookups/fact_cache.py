@@ -54,12 +54,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import Protocol
 
 from sqlalchemy import Engine
 
+from approval_service.errors import RegistryError
 from data_lookups.cache_stores import (
     DEFAULT_TTL_SECONDS,
     Entry,
@@ -71,6 +73,7 @@ from data_lookups.cache_stores import (
     encode_entry,
 )
 from data_lookups.facts import ALL_FACTS, Facts, SqlFactSource, Stamp, check_names
+from data_lookups.grouped_gathers import GroupedGathers
 
 __all__ = [
     "DEFAULT_TTL_SECONDS",
@@ -102,6 +105,10 @@ class FactCache(Protocol):
         ...
 
     def put(self, id_number: str, stamp: Stamp, bundle: Facts) -> None: ...
+
+    async def aput_payload(self, id_number: str, stamp: Stamp, payload: bytes) -> None:
+        """Store an entry that came encoded (:func:`decode_entry` reads it) from the event loop."""
+        ...
 
     def invalidate(self, id_numbers: Iterable[str]) -> None:
         """Drop entries early (freshness never depends on it: stamps do)."""
@@ -150,6 +157,10 @@ class TieredFactCache:
         payload = encode_entry(stamp, bundle)
         self.near.put_payload(id_number, stamp, payload)
         self.far.put_payload(id_number, payload)
+
+    async def aput_payload(self, id_number: str, stamp: Stamp, payload: bytes) -> None:
+        self.near.put_payload(id_number, stamp, payload)
+        await self.far.aput_payload(id_number, stamp, payload)
 
     def invalidate(self, id_numbers: Iterable[str]) -> None:
         ids = list(id_numbers)
@@ -205,6 +216,10 @@ class CachedFactSource:
         self.cache = cache
         self._flights: dict[tuple[str, Stamp | None], Future[Entry]] = {}
         self._flights_lock = threading.Lock()
+        self._conninfo = inner.async_conninfo
+        self._gathers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupedGathers] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def gather(self, id_number: str, names: frozenset[str]) -> Facts:
         names = check_names(names)
@@ -229,12 +244,41 @@ class CachedFactSource:
         return entry[0], {name: _copy(entry[1][name]) for name in names}
 
     async def agather_unchecked(self, id_number: str, names: frozenset[str]) -> tuple[Stamp, Facts]:
-        """:meth:`gather_unchecked` on the event loop: Redis read without blocking it."""
+        """:meth:`gather_unchecked` on the event loop: neither the cache read nor a miss's
+        gather blocks it (on PostgreSQL a miss is read on the loop's own connection,
+        concurrent misses in one statement: :mod:`data_lookups.grouped_gathers`)."""
         names = check_names(names)
         entry = await self.cache.apeek(id_number)
         if entry is None:
-            entry = await asyncio.to_thread(self._load, id_number, None)
+            entry = await self._aload(id_number)
         return entry[0], {name: _copy(entry[1][name]) for name in names}
+
+    async def _aload(self, id_number: str) -> Entry:
+        gathers = self._loop_gathers()
+        if gathers is None:  # SQLite: its reads block, so they go to a thread
+            return await asyncio.to_thread(self._load, id_number, None)
+        payload = await gathers.entry(id_number)
+        entry = decode_entry(payload)
+        if entry is None:
+            raise RegistryError("the registry built a cache entry that cannot be read")
+        await self.cache.aput_payload(id_number, entry[0], payload)
+        return entry
+
+    def _loop_gathers(self) -> GroupedGathers | None:
+        """This event loop's reader of misses (its connection belongs to the loop)."""
+        if self._conninfo is None:
+            return None
+        loop = asyncio.get_running_loop()
+        gathers = self._gathers.get(loop)
+        if gathers is None:
+            gathers = self._gathers[loop] = GroupedGathers(self._conninfo)
+        return gathers
+
+    async def aclose(self) -> None:
+        """Close what this event loop opened for misses (call on the loop, before it ends)."""
+        gathers = self._gathers.pop(asyncio.get_running_loop(), None)
+        if gathers is not None:
+            await gathers.aclose()
 
     def invalidate(self, id_numbers: Iterable[str]) -> None:
         self.cache.invalidate(id_numbers)

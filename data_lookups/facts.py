@@ -196,8 +196,9 @@ def _pg_json(name: str, as_text: bool = True) -> str:
     )
 
 
-def pg_cache_entries_sql() -> str:
-    """One statement: ``(id_number, cache entry as JSON text)`` for every ID in ``%(ids)s``.
+def pg_cache_entries_sql(*, one: bool = False) -> str:
+    """One statement: ``(id_number, cache entry as JSON text)`` for every ID in ``%(ids)s``
+    (with ``one``, for the single ID ``%(id)s``).
 
     The entry is what the fact cache stores (``{"s": stamp, "f": facts}``, dates ISO,
     money as strings), built by PostgreSQL from one snapshot, so that warming a cache
@@ -207,13 +208,14 @@ def pg_cache_entries_sql() -> str:
         f"'{name}', {_pg_json(name, as_text=False)}".replace(":id", "w.id")
         for name in sorted(FACTS)
     )
+    source = "(SELECT %(id)s::text)" if one else "unnest(%(ids)s::text[])"
     stamp = (
         "(SELECT epoch FROM registry_state WHERE id = 1), "
         "coalesce((SELECT version FROM fact_versions WHERE id_number = w.id), 0)"
     )
     return (
         f"SELECT w.id, json_build_object('s', json_build_array({stamp}), "
-        f"'f', json_build_object({facts}))::text FROM unnest(%(ids)s::text[]) AS w(id)"
+        f"'f', json_build_object({facts}))::text FROM {source} AS w(id)"
     )
 
 
@@ -240,6 +242,15 @@ class SqlFactSource:
         self._owns_reads = reads is not None
         self._postgres = is_postgres(engine)
         self._pg_sql: dict[frozenset[str], tuple[list[str], str]] = {}
+
+    @property
+    def async_conninfo(self) -> str | None:
+        """On PostgreSQL, the database for connections psycopg opens itself (an event
+        loop's: :mod:`data_lookups.grouped_gathers`); None on SQLite."""
+        if not self._postgres:
+            return None
+        url = self._reads.url.set(drivername="postgresql")
+        return url.render_as_string(hide_password=False)
 
     def close(self) -> None:
         """Release the connections of the reads engine, if this source was given one."""

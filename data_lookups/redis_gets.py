@@ -60,5 +60,9 @@ class GroupedGets:
                 if not future.done():
                     future.set_result(value.encode() if isinstance(value, str) else value)
 
+    async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        """Store one value with an expiry, on the same client (not grouped)."""
+        await self._client.set(key, value, ex=ttl_seconds)
+
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -123,10 +123,12 @@ class Container:
         return container
 
     async def aclose_loop_clients(self) -> None:
-        """Close what the current event loop opened (the cache's asyncio Redis client)."""
+        """Close what the current event loop opened: the cache's asyncio Redis client and
+        the registry connection that reads misses."""
         closer = getattr(self.cache, "aclose", None)
         if closer is not None:
             await closer()
+        await self.facts.aclose()
 
     def close(self) -> None:
         self.committer.close()

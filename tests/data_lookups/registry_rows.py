@@ -8,8 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from sqlalchemy import Engine
 
+from data_lookups.database import write_transaction
 from data_lookups.id_numbers import make_id_number
+from data_lookups.importer import import_directory
+from data_lookups.issuance import issue_card
 
 _seq = itertools.count(1)
 
@@ -128,3 +132,42 @@ def write_jsonl(directory: Path, name: str, rows: list[Any]) -> Path:
     lines = [r if isinstance(r, str) else orjson.dumps(r).decode() for r in rows]
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return path
+
+
+def residents_of_every_shape(engine: Engine, directory: Path) -> dict[str, str]:
+    """Residents with every shape of fact, by role."""
+    ids = {
+        "rich": new_id(date(1944, 2, 29)),
+        "spouse": new_id(region="320102"),
+        "bare": new_id(),  # population row only, no fact_versions row
+        "versioned": new_id(),  # has a fact_versions row (a card was issued)
+    }
+    rich, spouse = ids["rich"], ids["spouse"]
+    write_jsonl(
+        directory,
+        "population.jsonl",
+        [
+            person(rich, name='王 "秀" \\英'),  # quote and backslash: escaped by PostgreSQL
+            person(spouse, gender="M", last_seen_date=None),
+            person(ids["bare"]),
+            person(ids["versioned"]),
+        ],
+    )
+    files = couple_rows(rich, spouse)
+    files["fund_accounts"].append(
+        {
+            **fund_account(ids["versioned"], "sealed", "0.10"),
+            "continuous_months": 0,
+            "has_outstanding_loan": True,
+            "last_rent_withdrawal_date": "2024-02-29",
+            "retirement_category": None,
+        }
+    )
+    for name, rows in files.items():
+        write_jsonl(directory, f"{name}.jsonl", rows)
+    report = import_directory(engine, directory, today=date(2026, 11, 23))
+    assert report.ok, report.problems()
+    with write_transaction(engine) as conn:
+        issue_card(conn, ids["versioned"], "B", date(2026, 11, 23), date(2031, 11, 23), None)
+    ids["unregistered"] = new_id()  # in no registry at all
+    return ids

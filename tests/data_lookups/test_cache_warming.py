@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 import redis
-from registry_rows import couple_rows, fund_account, new_id, person, write_jsonl
+from registry_rows import new_id, person, residents_of_every_shape, write_jsonl
 from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
@@ -64,45 +64,6 @@ def raw_redis(redis_url: str) -> Iterator[redis.Redis]:
     client.close()
 
 
-def load_residents(engine: Engine, directory: Path) -> dict[str, str]:
-    """Residents with every shape of fact, by role."""
-    ids = {
-        "rich": new_id(date(1944, 2, 29)),
-        "spouse": new_id(region="320102"),
-        "bare": new_id(),  # population row only, no fact_versions row
-        "versioned": new_id(),  # has a fact_versions row (a card was issued)
-    }
-    rich, spouse = ids["rich"], ids["spouse"]
-    write_jsonl(
-        directory,
-        "population.jsonl",
-        [
-            person(rich, name='王 "秀" \\英'),  # quote and backslash: escaped by PostgreSQL
-            person(spouse, gender="M", last_seen_date=None),
-            person(ids["bare"]),
-            person(ids["versioned"]),
-        ],
-    )
-    files = couple_rows(rich, spouse)
-    files["fund_accounts"].append(
-        {
-            **fund_account(ids["versioned"], "sealed", "0.10"),
-            "continuous_months": 0,
-            "has_outstanding_loan": True,
-            "last_rent_withdrawal_date": "2024-02-29",
-            "retirement_category": None,
-        }
-    )
-    for name, rows in files.items():
-        write_jsonl(directory, f"{name}.jsonl", rows)
-    report = import_directory(engine, directory, today=D)
-    assert report.ok, report.problems()
-    with write_transaction(engine) as conn:
-        issue_card(conn, ids["versioned"], "B", D, date(2031, 11, 23), None)
-    ids["unregistered"] = new_id()  # in no registry at all
-    return ids
-
-
 def stored_json(stamp: Stamp, facts: Facts) -> Any:
     """The entry as the cache stores it when it writes one itself (dates ISO, money text)."""
     return {"s": list(stamp), "f": {name: encode_fact(name, v) for name, v in facts.items()}}
@@ -115,7 +76,7 @@ def test_warmed_entries_are_what_the_registry_gives(
     prefix: str,
     tmp_path: Path,
 ) -> None:
-    ids = load_residents(pg_engine, tmp_path)
+    ids = residents_of_every_shape(pg_engine, tmp_path)
     order = list(ids.values())
     chunks: list[int] = []
     assert warm(pg_engine, cache, order, chunk=2, progress=chunks.append) == len(order)
@@ -148,7 +109,7 @@ def test_warmed_entries_are_what_the_registry_gives(
 def test_a_warmed_cache_serves_decisions_without_gathering(
     pg_engine: Engine, cache: RedisFactCache, tmp_path: Path
 ) -> None:
-    ids = list(load_residents(pg_engine, tmp_path).values())
+    ids = list(residents_of_every_shape(pg_engine, tmp_path).values())
     warm(pg_engine, cache, ids)
     source = CountingSource(pg_engine)
     cached = CachedFactSource(source, cache)
