@@ -1,4 +1,5 @@
-"""PostgreSQL's CPU per decision record inserted, by the table's ``toast_tuple_target``.
+"""PostgreSQL's CPU per decision record inserted, by the table's ``toast_tuple_target``
+or (``--compare indexes``) by its indexes.
 
 Makes real records: a fresh PostgreSQL database, a generated registry, and the
 applications of the load test's mix decided and recorded by the service itself
@@ -10,6 +11,11 @@ reports the backend's CPU per record for each, read from ``/proc``, and how many
 traces were compressed. Alternates the two tables, three rounds each::
 
     .venv/bin/python benchmarks/record_storage.py
+
+With ``--compare indexes`` both tables have the table's target, one the indexes of
+``applications`` (migration 0016) and the other the five it had before::
+
+    .venv/bin/python benchmarks/record_storage.py --compare indexes
 """
 
 from __future__ import annotations
@@ -35,6 +41,14 @@ from data_lookups.synthetic import generate_registry
 ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN = os.environ.get("MIAOPI_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 GROUP = 50
+#: the secondary indexes of ``applications`` before migration 0016, for ``--compare indexes``
+INDEXES_BEFORE_0016 = [
+    "DROP INDEX IF EXISTS scratch_records_deadline_decided_at_idx",
+    "DROP INDEX IF EXISTS scratch_records_business_date_idx",
+    "CREATE INDEX ON scratch_records (item, decided_at)",
+    "CREATE INDEX ON scratch_records (review_state, deadline)",
+    "CREATE INDEX ON scratch_records (applicant_id, item)",
+]
 
 
 def make_records(url: str, people: int, count: int) -> None:
@@ -69,13 +83,17 @@ def backend_cpu(pid: int) -> float:
 
 
 def measure(conn: psycopg.Connection, rows: list[tuple[object, ...]], columns: str,
-            target: int | None, round_no: int) -> tuple[float, int, int]:  # fmt: skip
-    """Backend CPU µs per record copied into a fresh table with this target, how many of
-    its traces PostgreSQL compressed, and the table's size in bytes."""
+            target: int | None, round_no: int,
+            setup: list[str] | None = None) -> tuple[float, int, int]:  # fmt: skip
+    """Backend CPU µs per record copied into a fresh table with this target (and the
+    ``setup`` statements run on it), how many of its traces PostgreSQL compressed, and
+    the table's size in bytes."""
     conn.execute("DROP TABLE IF EXISTS scratch_records")
     conn.execute("CREATE TABLE scratch_records (LIKE applications INCLUDING ALL)")
     if target is not None:
         conn.execute(f"ALTER TABLE scratch_records SET (toast_tuple_target = {target})")
+    for statement in setup or []:
+        conn.execute(statement)  # type: ignore[arg-type]
     pid = conn.info.backend_pid
     before = backend_cpu(pid)
     for start in range(0, len(rows), GROUP):
@@ -86,6 +104,11 @@ def measure(conn: psycopg.Connection, rows: list[tuple[object, ...]], columns: s
                 fresh[0] = f"{round_no}{fresh[0]}"[:40]  # the primary key stays unique
                 copy.write_row(fresh)
     spent = backend_cpu(pid) - before
+    if setup:  # the old indexes took the place of the new ones
+        names = {r[0] for r in conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'scratch_records'"
+        )}  # fmt: skip
+        assert len(names) == 5 and not any("business_date" in n for n in names), names
     compressed, size = conn.execute(
         "SELECT count(*) FILTER (WHERE pg_column_compression(trace) IS NOT NULL), "
         "pg_table_size('scratch_records') FROM scratch_records"
@@ -98,6 +121,7 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=5000)
     parser.add_argument("--applications", type=int, default=6000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compare", choices=["target", "indexes"], default="target")
     args = parser.parse_args()
     database = f"miaopi_records_{os.getpid()}_{secrets.token_hex(3)}"
     url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{database}"
@@ -122,11 +146,20 @@ def main() -> None:
             made = time.perf_counter() - started
             print(f"{len(rows)} records made in {made:.0f} s, {datetime.now(UTC):%Y-%m-%d %H:%M} "
                   f"UTC; the applications table's target: {target}")  # fmt: skip
+            own = int(target) if target else None
+            variants: list[tuple[str, int | None, list[str]]] = [
+                ("default target", None, []),
+                (f"target {own}", own, []),
+            ]
+            if args.compare == "indexes":
+                variants = [("indexes before 0016", own, INDEXES_BEFORE_0016),
+                            ("indexes of 0016", own, [])]  # fmt: skip
             for round_no in range(args.rounds):
-                for option in (None, int(target) if target else None):
-                    cpu, compressed, size = measure(conn, rows, ", ".join(names), option, round_no)
-                    label = "default target" if option is None else f"target {option}"
-                    print(f"  {label:>16}: {cpu:5.1f} µs of backend CPU a record, "
+                for label, option, setup in variants:
+                    cpu, compressed, size = measure(
+                        conn, rows, ", ".join(names), option, round_no, setup
+                    )
+                    print(f"  {label:>19}: {cpu:5.1f} µs of backend CPU a record, "
                           f"{compressed} of {len(rows)} traces compressed, "
                           f"{size / len(rows):.0f} bytes a record on disk")  # fmt: skip
             conn.execute("DROP TABLE IF EXISTS scratch_records")

@@ -23,11 +23,13 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    Select,
     String,
     Table,
     Text,
     UniqueConstraint,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -69,9 +71,15 @@ applications = Table(
     Column("reviewed_at", DateTime(timezone=True)),
     Column("document", JSONType, nullable=False),
     UniqueConstraint("channel", "idempotency_key", name="uq_applications_idempotency"),
-    Index("ix_applications_item_decided_at", "item", "decided_at"),
-    Index("ix_applications_review", "review_state", "deadline"),
-    Index("ix_applications_applicant", "applicant_id", "item"),
+    # only what a query uses: every index is written by every decision (migration 0016)
+    Index(
+        "ix_applications_open_referrals",
+        "deadline",
+        "decided_at",
+        postgresql_where=text("review_state = 'open'"),
+        sqlite_where=text("review_state = 'open'"),
+    ),
+    Index("ix_applications_business_date", "business_date"),
 )
 
 policy_versions = Table(
@@ -99,8 +107,9 @@ def update_application(conn: Connection, application_id: str, values: dict[str, 
     conn.execute(update(applications).where(applications.c.id == application_id).values(**values))
 
 
-def open_referrals(conn: Connection) -> list[dict[str, Any]]:
-    rows = conn.execute(
+def open_referrals_statement() -> Select[Any]:
+    """The review queue, in the order of its partial index (migration 0016)."""
+    return (
         select(
             applications.c.id,
             applications.c.item,
@@ -112,8 +121,11 @@ def open_referrals(conn: Connection) -> list[dict[str, Any]]:
         )
         .where(applications.c.review_state == "open")
         .order_by(applications.c.deadline, applications.c.decided_at)
-    ).mappings()
-    return [dict(r) for r in rows]
+    )
+
+
+def open_referrals(conn: Connection) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(open_referrals_statement()).mappings()]
 
 
 def remember_policy(

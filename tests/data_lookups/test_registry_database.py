@@ -216,3 +216,48 @@ def test_records_written_as_jsonb_before_0012_read_the_same_after_it(fresh_pg_ur
     assert (row["document"], row["trace"], row["facts"]) == (document, trace, {"person": None})
     assert row["timings"] == {"total_ms": 1.5}
     engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def migrated(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """A database of each backend migrated to the newest revision."""
+    if request.param == "postgresql":
+        engine = make_engine(request.getfixturevalue("fresh_pg_url"))
+    else:
+        engine = make_engine(f"sqlite:///{tmp_path}/records.sqlite3")
+    ensure_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+def test_decision_records_keep_only_the_indexes_a_query_uses(migrated: Engine) -> None:
+    """Each index is written by every decision (migration 0016): the review queue's holds
+    open referrals only, the statistics' the business date; nothing else but the keys."""
+    indexes = inspect(migrated).get_indexes("applications")
+    found = {
+        i["name"]: tuple(i["column_names"])
+        for i in indexes
+        if not i.get("duplicates_constraint")  # PostgreSQL lists the constraint's index too
+    }
+    assert found == {
+        "ix_applications_open_referrals": ("deadline", "decided_at"),
+        "ix_applications_business_date": ("business_date",),
+    }
+    unique = inspect(migrated).get_unique_constraints("applications")
+    assert [tuple(u["column_names"]) for u in unique] == [("channel", "idempotency_key")]
+    if migrated.dialect.name != "postgresql":
+        return
+    from approval_service.service import records
+
+    with migrated.connect() as conn:
+        (definition,) = conn.exec_driver_sql(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_applications_open_referrals'"
+        ).one()
+        assert "WHERE" in definition and "'open'" in definition
+        conn.exec_driver_sql("SET enable_seqscan = off")  # an empty table: make it choose
+        sql = records.open_referrals_statement().compile(
+            dialect=migrated.dialect, compile_kwargs={"literal_binds": True}
+        )
+        plan = "\n".join(r[0] for r in conn.exec_driver_sql(f"EXPLAIN {sql}"))
+        assert "ix_applications_open_referrals" in plan  # the queue reads its own index
+        conn.rollback()
