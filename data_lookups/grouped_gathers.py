@@ -70,6 +70,9 @@ class GroupedGathers:
                 except BaseException as error:
                     self._settle(error=error)
                     if not isinstance(error, Exception):
+                        for waiting in self._queued.values():
+                            waiting.cancel()
+                        self._queued.clear()
                         raise
                 else:
                     self._settle(rows=rows)
@@ -85,6 +88,9 @@ class GroupedGathers:
                 continue
             if rows is not None and id_number in rows:
                 future.set_result(rows[id_number])
+                continue
+            if error is not None and not isinstance(error, Exception):
+                future.cancel()  # the loop is shutting down: so are its waiters
                 continue
             future.set_exception(error or RegistryError("the registry returned no cache entry"))
             future.exception()  # retrieved: a waiter that gave up leaves nothing to log

@@ -182,3 +182,28 @@ def test_an_event_loop_miss_is_read_once_and_kept_in_every_tier(
     assert got == again == (expected[0], {n: expected[1][n] for n in names})
     assert statements == (1 if engine.dialect.name == "postgresql" else None)
     assert cache.peek(me) == expected
+
+
+class Stalled(GroupedGathers):
+    """A registry that never answers: the statement waits until it is cancelled."""
+
+    async def _read(self, ids: list[str]) -> dict[str, bytes]:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+
+def test_a_loop_shutting_down_cancels_every_waiter_and_leaves_nothing_running() -> None:
+    async def main() -> list[bool]:
+        gathers = Stalled("postgresql://unused")
+        first = asyncio.ensure_future(gathers.entry("a"))
+        while not gathers._in_flight:
+            await asyncio.sleep(0)
+        later = asyncio.ensure_future(gathers.entry("b"))  # queued behind the stalled one
+        await asyncio.sleep(0)
+        assert gathers._task is not None
+        gathers._task.cancel()
+        done = await asyncio.wait_for(asyncio.gather(first, later, return_exceptions=True), 5)
+        assert gathers._task is None and not gathers._queued and not gathers._in_flight
+        return [isinstance(d, asyncio.CancelledError) for d in done]
+
+    assert asyncio.run(main()) == [True, True]
