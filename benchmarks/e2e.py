@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from e2e_support import (
     Cpu,
     Server,
+    code_revision,
     free_port,
     machine,
     profile_summary,
@@ -274,6 +275,7 @@ def main() -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": shlex.join([sys.executable, *sys.argv]),
         "machine": machine(),
+        "code": code_revision(ROOT),
         "parameters": {
             **vars(args),
             "registry": str(registry.relative_to(ROOT)),

@@ -240,3 +240,16 @@ def machine() -> dict[str, Any]:
         "memory_gb": round(int(memory) / 1024 / 1024, 1),
         "kernel": os.uname().release,
     }
+
+
+def code_revision(root: Path) -> dict[str, Any]:
+    """The commit the measured code is at, and whether files differed from it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "uncommitted_changes": bool(git("status", "--porcelain")),
+    }

@@ -275,8 +275,9 @@ class CachedFactSource:
         return gathers
 
     async def aclose(self) -> None:
-        """Close what this event loop opened for misses (call on the loop, before it ends)."""
-        gathers = self._gathers.pop(asyncio.get_running_loop(), None)
+        """Close what this event loop opened for misses (call on the loop, before it ends);
+        the loop's misses are refused from now on, not read on a new connection."""
+        gathers = self._gathers.get(asyncio.get_running_loop())
         if gathers is not None:
             await gathers.aclose()
 

@@ -14,8 +14,11 @@ Misses queue their ID number and wait. While a statement is in flight, the misse
 that arrive meanwhile wait for the next one, which takes them all (up to
 ``max_ids``): a lone miss goes at once, a burst shares one round trip. A person
 asked for twice while queued or in flight is read once. A connection that broke is
-dropped and the statement sent again once on a fresh one; if that fails too, every
-waiter of the statement gets :class:`RegistryUnavailable`.
+dropped and the statement sent again once on a fresh one; if that fails too, or no
+connection can be opened, or the statement takes longer than ``timeout`` (a
+connection hanging without a reset would otherwise hold up every later miss), every
+waiter of the statement gets :class:`RegistryUnavailable`; any other database error
+is a :class:`RegistryError`. Once closed, it takes no more misses.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 import psycopg
 
 from approval_service.errors import RegistryError, RegistryUnavailable
+from data_lookups.database import connection_lost
 from data_lookups.facts import pg_cache_entries_sql
 
 log = logging.getLogger(__name__)
@@ -40,9 +44,11 @@ _MANY = pg_cache_entries_sql()
 class GroupedGathers:
     """Reads cache entries (``{"s": stamp, "f": facts}`` as JSON bytes) for one event loop."""
 
-    def __init__(self, conninfo: str, max_ids: int = 64) -> None:
+    def __init__(self, conninfo: str, max_ids: int = 64, timeout: float = 10.0) -> None:
         self._conninfo = conninfo
         self._max_ids = max_ids
+        self._timeout = timeout
+        self._closed = False
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._queued: dict[str, asyncio.Future[bytes]] = {}
         self._in_flight: dict[str, asyncio.Future[bytes]] = {}
@@ -51,6 +57,8 @@ class GroupedGathers:
 
     async def entry(self, id_number: str) -> bytes:
         """The person's cache entry as PostgreSQL built it from one snapshot."""
+        if self._closed:
+            raise RegistryUnavailable("the service is shutting down; try again shortly")
         future = self._in_flight.get(id_number) or self._queued.get(id_number)
         if future is None:
             future = asyncio.get_running_loop().create_future()
@@ -99,23 +107,39 @@ class GroupedGathers:
     async def _read(self, ids: list[str]) -> dict[str, bytes]:
         sql, params = (_ONE, {"id": ids[0]}) if len(ids) == 1 else (_MANY, {"ids": ids})
         for attempt in (1, 2):
+            fresh = self._conn is None or self._conn.closed
+            conn = await self._connection()
             try:
-                conn = await self._connection()
-                cursor = await conn.execute(sql, params)
-                self.statements += 1
-                return {str(i): str(entry).encode() for i, entry in await cursor.fetchall()}
+                rows = await asyncio.wait_for(self._fetch(conn, sql, params), self._timeout)
+            except TimeoutError as error:
+                await self._drop()
+                raise RegistryUnavailable(_UNAVAILABLE) from error
             except psycopg.OperationalError as error:
                 await self._drop()
-                if attempt == 2:
+                if fresh or attempt == 2 or not connection_lost(error):
                     raise RegistryUnavailable(_UNAVAILABLE) from error
                 log.info("registry connection of the event loop lost: reading again")
+                continue
+            except psycopg.Error as error:
+                raise RegistryError(f"reading facts failed: {type(error).__name__}") from error
+            return {str(i): str(entry).encode() for i, entry in rows}
         raise AssertionError("unreachable")
+
+    async def _fetch(
+        self, conn: psycopg.AsyncConnection[Any], sql: str, params: dict[str, Any]
+    ) -> list[Any]:
+        cursor = await conn.execute(sql, params)
+        self.statements += 1
+        return await cursor.fetchall()
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, connect_timeout=5
-            )
+            try:
+                self._conn = await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, connect_timeout=5
+                )
+            except psycopg.Error as error:
+                raise RegistryUnavailable(_UNAVAILABLE) from error
         return self._conn
 
     async def _drop(self) -> None:
@@ -127,7 +151,9 @@ class GroupedGathers:
                 log.debug("closing a broken registry connection failed", exc_info=True)
 
     async def aclose(self) -> None:
-        """Close the connection (call on its loop, before the loop ends)."""
+        """Take no more misses, let the statement in flight finish, close the connection
+        (call on its loop, before the loop ends)."""
+        self._closed = True
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
         await self._drop()

@@ -123,12 +123,15 @@ class Container:
         return container
 
     async def aclose_loop_clients(self) -> None:
-        """Close what the current event loop opened: the cache's asyncio Redis client and
-        the registry connection that reads misses."""
-        closer = getattr(self.cache, "aclose", None)
-        if closer is not None:
-            await closer()
-        await self.facts.aclose()
+        """Close what the current event loop opened: the registry connection that reads
+        misses (first: a miss it finishes still stores its entry), then the cache's
+        asyncio Redis client."""
+        try:
+            await self.facts.aclose()
+        finally:
+            closer = getattr(self.cache, "aclose", None)
+            if closer is not None:
+                await closer()
 
     def close(self) -> None:
         self.committer.close()

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    literal_column,
     select,
     text,
     update,
@@ -119,7 +120,9 @@ def open_referrals_statement() -> Select[Any]:
             applications.c.reasons,
             applications.c.channel,
         )
-        .where(applications.c.review_state == "open")
+        # a literal, not a parameter: the generic plan of a prepared statement cannot use
+        # a partial index whose predicate depends on a parameter's value
+        .where(applications.c.review_state == literal_column("'open'"))
         .order_by(applications.c.deadline, applications.c.decided_at)
     )
 

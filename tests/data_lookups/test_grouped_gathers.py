@@ -75,6 +75,24 @@ def test_a_lone_miss_goes_at_once_and_later_ones_wait_for_the_next_statement(
     assert asyncio.run(main()) == (1, 3)  # one alone, then the leader, then the rest together
 
 
+def test_a_miss_for_a_person_already_in_flight_joins_that_read(
+    pg_engine: Engine, residents: dict[str, str]
+) -> None:
+    me = residents["rich"]
+
+    async def main() -> tuple[bool, int]:
+        gathers = GroupedGathers(conninfo(pg_engine))
+        first = asyncio.ensure_future(gathers.entry(me))
+        while not gathers._in_flight:
+            await asyncio.sleep(0)
+        second = await gathers.entry(me)
+        same = second == await first
+        await gathers.aclose()
+        return same, gathers.statements
+
+    assert asyncio.run(main()) == (True, 1)
+
+
 def test_groups_are_split_at_max_ids(pg_engine: Engine, residents: dict[str, str]) -> None:
     ids = list(residents.values())
 
@@ -172,8 +190,7 @@ def test_an_event_loop_miss_is_read_once_and_kept_in_every_tier(
         gathers = cached._gathers.get(asyncio.get_running_loop())
         statements = None if gathers is None else gathers.statements
         if isinstance(cache, TieredFactCache):
-            cache.near.invalidate([me])  # Redis alone must have it too
-            assert await cached.agather_unchecked(me, names) == got
+            assert cache.far.peek(me) == expected  # Redis has it too, for the other workers
             await cache.aclose()
         await cached.aclose()
         return got, again, statements
@@ -182,6 +199,42 @@ def test_an_event_loop_miss_is_read_once_and_kept_in_every_tier(
     assert got == again == (expected[0], {n: expected[1][n] for n in names})
     assert statements == (1 if engine.dialect.name == "postgresql" else None)
     assert cache.peek(me) == expected
+
+
+class Hanging(GroupedGathers):
+    """A connection that never answers (a network partition without a reset)."""
+
+    async def _fetch(self, conn: object, sql: str, params: dict[str, object]) -> list[object]:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+
+def test_a_statement_that_hangs_is_given_up_and_its_connection_dropped(
+    pg_engine: Engine, residents: dict[str, str]
+) -> None:
+    async def main() -> tuple[list[BaseException | bytes], bool]:
+        gathers = Hanging(conninfo(pg_engine), timeout=0.2)
+        found = await asyncio.gather(
+            *(gathers.entry(i) for i in residents.values()), return_exceptions=True
+        )
+        dropped = gathers._conn is None
+        await gathers.aclose()
+        return list(found), dropped
+
+    found, dropped = asyncio.run(main())
+    assert all(isinstance(f, RegistryUnavailable) for f in found) and dropped
+
+
+def test_a_closed_reader_refuses_new_misses(pg_engine: Engine, residents: dict[str, str]) -> None:
+    async def main() -> None:
+        gathers = GroupedGathers(conninfo(pg_engine))
+        await gathers.entry(residents["rich"])
+        await gathers.aclose()
+        with pytest.raises(RegistryUnavailable, match="shutting down"):
+            await gathers.entry(residents["bare"])
+        assert gathers._conn is None
+
+    asyncio.run(main())
 
 
 class Stalled(GroupedGathers):

@@ -122,8 +122,17 @@ def apply_via(
     channel: str = "portal",
 ) -> tuple[dict[str, Any], bool]:
     if via == "async":
-        return asyncio.run(service.apply_async(channel, item, applicant, form, key))
+        return asyncio.run(apply_on_a_loop(service, channel, item, applicant, form, key))
     return service.apply(channel, item, applicant, form, key)
+
+
+async def apply_on_a_loop(service: ApplicationService, *args: Any) -> tuple[dict[str, Any], bool]:
+    """``apply_async`` on a loop of its own, closing what the loop opened (as a worker
+    does at shutdown): its Redis client and its registry connection for misses."""
+    try:
+        return await service.apply_async(*args)
+    finally:
+        await service.c.aclose_loop_clients()
 
 
 def issued(container: Container, table: str, person: str) -> int:

@@ -34,6 +34,7 @@ from .applicants import (
     TODAY,
     YOUNG,
     add_person,
+    apply_on_a_loop,
     apply_via,
     codes,
     issued,
@@ -335,7 +336,7 @@ def test_apply_async_gives_the_document_apply_gives(
     item, form, applicant = SHAPES[case]
     sync_doc, sync_created = service.apply("portal", item, applicant(container), form)
     async_doc, async_created = asyncio.run(
-        service.apply_async("portal", item, applicant(container), form)
+        apply_on_a_loop(service, "portal", item, applicant(container), form)
     )
     assert sync_created and async_created
     assert list(async_doc) == list(sync_doc)
