@@ -110,7 +110,8 @@ class GroupedGathers:
             fresh = self._conn is None or self._conn.closed
             conn = await self._connection()
             try:
-                rows = await asyncio.wait_for(self._fetch(conn, sql, params), self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    rows = await self._fetch(conn, sql, params)
             except TimeoutError as error:
                 await self._drop()
                 raise RegistryUnavailable(_UNAVAILABLE) from error
