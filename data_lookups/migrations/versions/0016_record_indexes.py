@@ -14,8 +14,11 @@ decision, though only referrals (a few in a hundred) are ever looked up in it. N
 - the primary key and the ``Idempotency-Key`` constraint, as before.
 
 So a decision that is not referred writes three index entries where it wrote five.
-Both backends; on a large table the new indexes take a while to build (run it
-between business days).
+Both backends. Building the new indexes blocks decisions until they are built (a plain
+``CREATE INDEX``, which a table of millions of records takes a while over): upgrade
+between business days. Not ``CONCURRENTLY``: migrations run at service start, where
+the other starters wait on the migration lock inside transactions that ``CONCURRENTLY``
+would wait for in turn (a deadlock).
 
 Revision ID: 0016
 Revises: 0015
