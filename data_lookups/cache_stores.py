@@ -12,7 +12,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -30,6 +30,7 @@ DEFAULT_TTL_SECONDS = 3600
 #: a cached bundle and the stamp it was read at
 Entry = tuple[Stamp, Facts]
 V = TypeVar("V")
+R = TypeVar("R")
 
 
 class _StampedLru(Generic[V]):
@@ -81,11 +82,9 @@ class MemoryFactCache(_StampedLru[Facts]):
     def put(self, id_number: str, stamp: Stamp, bundle: Facts) -> None:
         self._put(id_number, stamp, bundle)
 
-    async def aput_payload(self, id_number: str, stamp: Stamp, payload: bytes) -> None:
+    async def aput_payload(self, id_number: str, entry: Entry, payload: bytes) -> None:
         """Keep an entry that came encoded (a miss read on the event loop), decoded."""
-        entry = decode_entry(payload)
-        if entry is not None:
-            self._put(id_number, stamp, entry[1])
+        self._put(id_number, *entry)
 
 
 class PackedMemoryFactCache(_StampedLru[bytes]):
@@ -111,8 +110,8 @@ class PackedMemoryFactCache(_StampedLru[bytes]):
     def put_payload(self, id_number: str, stamp: Stamp, payload: bytes) -> None:
         self._put(id_number, stamp, payload)
 
-    async def aput_payload(self, id_number: str, stamp: Stamp, payload: bytes) -> None:
-        self._put(id_number, stamp, payload)
+    async def aput_payload(self, id_number: str, entry: Entry, payload: bytes) -> None:
+        self.put_payload(id_number, entry[0], payload)
 
     def get(self, id_number: str, stamp: Stamp) -> Facts | None:
         return bundle_at(self.peek(id_number), stamp)
@@ -233,16 +232,20 @@ class RedisFactCache:
         payload: bytes | None = self._call("get", self._key(id_number))
         return payload
 
-    async def apeek_payload(self, id_number: str) -> bytes | None:
+    async def _acall(self, call: Callable[[GroupedGets], Awaitable[R]]) -> R | None:
+        """:meth:`_call` for the event loop, on this loop's client."""
         if not self.available:
             return None
         try:
-            payload: bytes | None = await self._grouped_gets().get(self._key(id_number))
-        except (redis.RedisError, OSError) as error:
+            result = await call(self._grouped_gets())
+        except (redis.RedisError, OSError) as error:  # a cache never fails a decision
             self._failed(error)
             return None
         self._succeeded()
-        return payload
+        return result
+
+    async def apeek_payload(self, id_number: str) -> bytes | None:
+        return await self._acall(lambda gets: gets.get(self._key(id_number)))
 
     async def aclose(self) -> None:
         """Close this event loop's client (call on the loop, before it ends)."""
@@ -265,16 +268,9 @@ class RedisFactCache:
     def put_payload(self, id_number: str, payload: bytes) -> None:
         self._call("set", self._key(id_number), payload, ex=self._ttl)
 
-    async def aput_payload(self, id_number: str, stamp: Stamp, payload: bytes) -> None:
+    async def aput_payload(self, id_number: str, entry: Entry, payload: bytes) -> None:
         """:meth:`put_payload` for the event loop (the stamp is inside the payload)."""
-        if not self.available:
-            return
-        try:
-            await self._grouped_gets().set(self._key(id_number), payload, self._ttl)
-        except (redis.RedisError, OSError) as error:
-            self._failed(error)
-            return
-        self._succeeded()
+        await self._acall(lambda gets: gets.set(self._key(id_number), payload, self._ttl))
 
     def put_entries(self, entries: Iterable[tuple[str, str]]) -> None:
         """Store ready-made entries (``(id_number, entry JSON)``) with one pipeline.

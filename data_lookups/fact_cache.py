@@ -106,8 +106,9 @@ class FactCache(Protocol):
 
     def put(self, id_number: str, stamp: Stamp, bundle: Facts) -> None: ...
 
-    async def aput_payload(self, id_number: str, stamp: Stamp, payload: bytes) -> None:
-        """Store an entry that came encoded (:func:`decode_entry` reads it) from the event loop."""
+    async def aput_payload(self, id_number: str, entry: Entry, payload: bytes) -> None:
+        """Store an entry that came encoded, from the event loop: ``payload`` is what
+        :func:`decode_entry` read ``entry`` from (a store keeps whichever it keeps)."""
         ...
 
     def invalidate(self, id_numbers: Iterable[str]) -> None:
@@ -158,9 +159,9 @@ class TieredFactCache:
         self.near.put_payload(id_number, stamp, payload)
         self.far.put_payload(id_number, payload)
 
-    async def aput_payload(self, id_number: str, stamp: Stamp, payload: bytes) -> None:
-        self.near.put_payload(id_number, stamp, payload)
-        await self.far.aput_payload(id_number, stamp, payload)
+    async def aput_payload(self, id_number: str, entry: Entry, payload: bytes) -> None:
+        self.near.put_payload(id_number, entry[0], payload)
+        await self.far.aput_payload(id_number, entry, payload)
 
     def invalidate(self, id_numbers: Iterable[str]) -> None:
         ids = list(id_numbers)
@@ -261,7 +262,7 @@ class CachedFactSource:
         entry = decode_entry(payload)
         if entry is None:
             raise RegistryError("the registry built a cache entry that cannot be read")
-        await self.cache.aput_payload(id_number, entry[0], payload)
+        await self.cache.aput_payload(id_number, entry, payload)
         return entry
 
     def _loop_gathers(self) -> GroupedGathers | None:
