@@ -28,7 +28,6 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    literal_column,
     select,
     text,
     update,
@@ -44,6 +43,11 @@ from data_lookups.models import Base
 #: PostgreSQL would start compressing it on insert: the table's ``toast_tuple_target``
 #: keeps records up to 4 kB inline and uncompressed (migration 0014).
 JSONType = JSON()
+
+#: the review queue's filter, and its partial index's predicate: a literal, not a
+#: parameter, since the generic plan of a prepared statement cannot use a partial index
+#: whose predicate depends on a parameter's value
+OPEN_REFERRAL = "review_state = 'open'"
 
 applications = Table(
     "applications",
@@ -77,8 +81,8 @@ applications = Table(
         "ix_applications_open_referrals",
         "deadline",
         "decided_at",
-        postgresql_where=text("review_state = 'open'"),
-        sqlite_where=text("review_state = 'open'"),
+        postgresql_where=text(OPEN_REFERRAL),
+        sqlite_where=text(OPEN_REFERRAL),
     ),
     Index("ix_applications_business_date", "business_date"),
 )
@@ -120,9 +124,7 @@ def open_referrals_statement() -> Select[Any]:
             applications.c.reasons,
             applications.c.channel,
         )
-        # a literal, not a parameter: the generic plan of a prepared statement cannot use
-        # a partial index whose predicate depends on a parameter's value
-        .where(applications.c.review_state == literal_column("'open'"))
+        .where(text(OPEN_REFERRAL))
         .order_by(applications.c.deadline, applications.c.decided_at)
     )
 
