@@ -10,6 +10,13 @@ import pytest
 from sqlalchemy import Engine
 
 from data_lookups.database import ensure_schema, make_engine
+from data_lookups.fact_cache import (
+    FactCache,
+    MemoryFactCache,
+    PackedMemoryFactCache,
+    RedisFactCache,
+    TieredFactCache,
+)
 
 REGISTRY_TABLES = (
     "population",
@@ -74,3 +81,15 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         yield pg
     else:
         yield request.getfixturevalue("sqlite_engine")
+
+
+@pytest.fixture(params=["memory", "redis", "tiered"])
+def cache(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str) -> Iterator[FactCache]:
+    """Each kind of fact cache: in-process, Redis alone, in-process in front of Redis."""
+    if request.param == "memory":
+        yield MemoryFactCache()
+        return
+    prefix = f"{redis_prefix}{request.node.name}:"
+    client = RedisFactCache(redis_url, prefix=prefix)
+    yield client if request.param == "redis" else TieredFactCache(PackedMemoryFactCache(), client)
+    client.close()

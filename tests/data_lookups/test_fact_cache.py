@@ -7,7 +7,6 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -50,17 +49,6 @@ class CountingSource(SqlFactSource):
         if self.delay:
             time.sleep(self.delay)
         return super().gather_stamped(id_number, names)
-
-
-@pytest.fixture(params=["memory", "redis", "tiered"])
-def cache(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str) -> Iterator[FactCache]:
-    if request.param == "memory":
-        yield MemoryFactCache()
-        return
-    prefix = f"{redis_prefix}{request.node.name}:"
-    client = RedisFactCache(redis_url, prefix=prefix)
-    yield client if request.param == "redis" else TieredFactCache(PackedMemoryFactCache(), client)
-    client.close()
 
 
 def _load(engine: Engine, directory: Path, *rows: dict[str, object]) -> None:

@@ -4,7 +4,6 @@ the registry gives, a lost connection read again, an outage told to every waiter
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -17,8 +16,6 @@ from data_lookups.cache_stores import decode_entry
 from data_lookups.fact_cache import (
     CachedFactSource,
     FactCache,
-    MemoryFactCache,
-    PackedMemoryFactCache,
     RedisFactCache,
     TieredFactCache,
 )
@@ -161,16 +158,6 @@ def test_a_waiter_that_gives_up_does_not_cancel_the_others(
     )
 
 
-@pytest.fixture(params=["memory", "tiered"])
-def cache(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str) -> Iterator[FactCache]:
-    if request.param == "memory":
-        yield MemoryFactCache()
-        return
-    far = RedisFactCache(redis_url, prefix=f"{redis_prefix}{request.node.name}:")
-    yield TieredFactCache(PackedMemoryFactCache(), far)
-    far.close()
-
-
 def test_an_event_loop_miss_is_read_once_and_kept_in_every_tier(
     engine: Engine, cache: FactCache, tmp_path: Path
 ) -> None:
@@ -191,7 +178,8 @@ def test_an_event_loop_miss_is_read_once_and_kept_in_every_tier(
         statements = None if gathers is None else gathers.statements
         if isinstance(cache, TieredFactCache):
             assert cache.far.peek(me) == expected  # Redis has it too, for the other workers
-            await cache.aclose()
+        if isinstance(cache, TieredFactCache | RedisFactCache):
+            await cache.aclose()  # this loop's Redis client
         await cached.aclose()
         return got, again, statements
 
