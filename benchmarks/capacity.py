@@ -29,7 +29,7 @@ from typing import Any
 from approval_service.loadtest.capacity import Verdict, sustained_rate, verdict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e_support import machine
+from e2e_support import code_revision, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,6 +88,7 @@ def main() -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": shlex.join([sys.executable, *sys.argv]),
         "machine": machine(),
+        "code": code_revision(ROOT),
         "p99_limit_ms": args.p99_ms,
         "sustained_rate": best,
         "runs": runs,
