@@ -63,6 +63,9 @@ class _StampedLru(Generic[V]):
             for id_number in id_numbers:
                 self._entries.pop(id_number, None)
 
+    async def ainvalidate(self, id_numbers: Iterable[str]) -> None:
+        self.invalidate(id_numbers)  # in-process: nothing to wait for
+
 
 class MemoryFactCache(_StampedLru[Facts]):
     """An in-process, thread-safe LRU of fact bundles (the cache when there is no Redis)."""
@@ -290,6 +293,12 @@ class RedisFactCache:
         keys = [self._key(i) for i in id_numbers]
         if keys:
             self._call("delete", *keys)
+
+    async def ainvalidate(self, id_numbers: Iterable[str]) -> None:
+        """:meth:`invalidate` for the event loop, on this loop's client."""
+        keys = [self._key(i) for i in id_numbers]
+        if keys:
+            await self._acall(lambda gets: gets.delete(keys))
 
     def close(self) -> None:
         self._client.close()

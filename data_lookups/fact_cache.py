@@ -115,6 +115,10 @@ class FactCache(Protocol):
         """Drop entries early (freshness never depends on it: stamps do)."""
         ...
 
+    async def ainvalidate(self, id_numbers: Iterable[str]) -> None:
+        """:meth:`invalidate` for the event loop (Redis is written without blocking it)."""
+        ...
+
 
 class TieredFactCache:
     """A small in-process cache in front of a shared one (Redis).
@@ -167,6 +171,11 @@ class TieredFactCache:
         ids = list(id_numbers)
         self.near.invalidate(ids)
         self.far.invalidate(ids)
+
+    async def ainvalidate(self, id_numbers: Iterable[str]) -> None:
+        ids = list(id_numbers)
+        self.near.invalidate(ids)
+        await self.far.ainvalidate(ids)
 
     async def aclose(self) -> None:
         closer = getattr(self.far, "aclose", None)
@@ -284,6 +293,9 @@ class CachedFactSource:
 
     def invalidate(self, id_numbers: Iterable[str]) -> None:
         self.cache.invalidate(id_numbers)
+
+    async def ainvalidate(self, id_numbers: Iterable[str]) -> None:
+        await self.cache.ainvalidate(id_numbers)
 
     def _load(self, id_number: str, stamp: Stamp | None) -> Entry:
         """Gather once per (person, stamp) in this process, however many threads ask."""

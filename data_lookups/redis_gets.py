@@ -64,5 +64,9 @@ class GroupedGets:
         """Store one value with an expiry, on the same client (not grouped)."""
         await self._client.set(key, value, ex=ttl_seconds)
 
+    async def delete(self, keys: list[str]) -> None:
+        """Delete keys, on the same client (not grouped)."""
+        await self._client.delete(*keys)
+
     async def aclose(self) -> None:
         await self._client.aclose()

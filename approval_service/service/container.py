@@ -85,6 +85,7 @@ class Container:
             self.engine,
             self.recorder.record_group,
             after_commit=self.recorder.after_commit,
+            after_commit_on_loop=self.recorder.after_commit_on_loop,
             linger=self.settings.group_linger_ms / 1000,
         )
 
@@ -125,8 +126,10 @@ class Container:
     async def aclose_loop_clients(self) -> None:
         """Close what the current event loop opened: the registry connection that reads
         misses (first: a miss it finishes still stores its entry), then the cache's
-        asyncio Redis client."""
+        asyncio Redis client, once the writer's hooks on this loop (which drop cache
+        entries) are done."""
         try:
+            await self.committer.drain_loop_hooks()
             await self.facts.aclose()
         finally:
             closer = getattr(self.cache, "aclose", None)

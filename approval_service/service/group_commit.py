@@ -26,6 +26,13 @@ written. A lone request on a quiet service never waits, nor does a full group; b
 once groups of two come often (from about 1,000/s on two cores) the wait begins and
 tends to keep itself going, so a request may wait up to ``linger`` there.
 
+What must follow a commit but need not hold up the next group (the recorder drops
+cache entries the group made old, a Redis round trip) can run on the callers' event
+loops instead of the writer: an ``after_commit_on_loop`` coroutine is started on each
+loop, right after that loop's answers, with that loop's share of the group. Entries
+of threads still go to ``after_commit`` in the writer. Neither hook can fail anything:
+the group is durable and answered by then, and what a hook raises is logged.
+
 When a group fails (a repeated ``Idempotency-Key`` racing its twin, a registry
 constraint, a deadlock), its transaction is rolled back whole and the writer
 runs every entry again alone, one transaction each, so only the entry at fault
@@ -42,7 +49,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -61,6 +68,8 @@ R = TypeVar("R")
 Process = Callable[[Connection, Sequence[T]], list[R]]
 #: runs in the writer after a group committed and its callers were answered
 AfterCommit = Callable[[Sequence[T], Sequence[R]], None]
+#: runs on a caller's event loop after its answers, with that loop's entries
+AfterCommitOnLoop = Callable[[Sequence[T], Sequence[R]], Awaitable[None]]
 #: the writer counts as busy when its last group of two or more ended this recently (s)
 BUSY_WITHIN = 0.005
 
@@ -79,7 +88,10 @@ class _Entry(Generic[T, R]):
         return self.waiter is not None and not self.waiter.cancelled()
 
 
-def _settle_on_loop(answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+def _settle_on_loop(
+    answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
+    after: tuple[AfterCommitOnLoop[Any, Any], list[Any], list[Any], set[asyncio.Task[None]]] | None,
+) -> None:
     for waiter, result, error in answers:
         if waiter.cancelled():
             continue
@@ -87,6 +99,20 @@ def _settle_on_loop(answers: list[tuple[asyncio.Future[Any], Any, BaseException 
             waiter.set_exception(error)
         else:
             waiter.set_result(result)
+    if after is not None:
+        hook, items, results, running = after
+        task = asyncio.ensure_future(_run_hook(hook, items, results))
+        running.add(task)  # referenced until done: a task nobody holds may vanish
+        task.add_done_callback(running.discard)
+
+
+async def _run_hook(
+    hook: AfterCommitOnLoop[Any, Any], items: list[Any], results: list[Any]
+) -> None:
+    try:
+        await hook(items, results)
+    except Exception:  # committed and answered already: nothing to undo
+        log.exception("after-commit hook on the event loop failed")
 
 
 class GroupCommitter(Generic[T, R]):
@@ -98,10 +124,12 @@ class GroupCommitter(Generic[T, R]):
         max_batch: int = 256,
         linger: float = 0.0,
         linger_until: int = 16,
+        after_commit_on_loop: AfterCommitOnLoop[T, R] | None = None,
     ) -> None:
         self.engine = engine
         self.process = process
         self.after_commit = after_commit
+        self.after_commit_on_loop = after_commit_on_loop
         self.max_batch = max_batch
         self.linger = linger  # seconds a small group of a busy writer waits for more
         self.linger_until = min(linger_until, max_batch)
@@ -111,6 +139,7 @@ class GroupCommitter(Generic[T, R]):
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._conn: Connection | None = None  # the writer thread's own connection
+        self._hooks: set[asyncio.Task[None]] = set()  # on-loop hooks running, any loop
         self.batches = 0
         self.entries = 0
 
@@ -133,6 +162,14 @@ class GroupCommitter(Generic[T, R]):
         waiter: asyncio.Future[R] = loop.create_future()
         self._queue.put(_Entry(item, loop=loop, waiter=waiter))
         return await waiter
+
+    async def drain_loop_hooks(self) -> None:
+        """Wait for the on-loop hooks running on this event loop (before it closes the
+        clients they use)."""
+        loop = asyncio.get_running_loop()
+        mine = [task for task in list(self._hooks) if task.get_loop() is loop]
+        if mine:
+            await asyncio.gather(*mine, return_exceptions=True)
 
     def close(self) -> None:
         with self._lock:
@@ -260,7 +297,9 @@ class GroupCommitter(Generic[T, R]):
         results: Sequence[R | None],
         errors: Sequence[BaseException | None],
     ) -> None:
+        """Answer every caller; a loop's share of what committed goes to its hook too."""
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        done: dict[asyncio.AbstractEventLoop, tuple[list[T], list[R]]] = {}
         for entry, result, error in zip(batch, results, errors, strict=True):
             if entry.future is not None:
                 if error is not None:
@@ -269,15 +308,28 @@ class GroupCommitter(Generic[T, R]):
                     entry.future.set_result(result)  # type: ignore[arg-type]
             elif entry.loop is not None and entry.waiter is not None:
                 by_loop.setdefault(entry.loop, []).append((entry.waiter, result, error))
+                if error is None and self.after_commit_on_loop is not None:
+                    items, committed = done.setdefault(entry.loop, ([], []))
+                    items.append(entry.item)
+                    committed.append(result)  # type: ignore[arg-type]
         for loop, answers in by_loop.items():
+            after = None
+            if loop in done and self.after_commit_on_loop is not None:
+                after = (self.after_commit_on_loop, *done[loop], self._hooks)
             try:
-                loop.call_soon_threadsafe(_settle_on_loop, answers)
+                loop.call_soon_threadsafe(_settle_on_loop, answers, after)
             except RuntimeError:  # that loop is closed: nobody is waiting any more
                 log.debug("an event loop closed before its answers arrived")
 
     def _after(self, batch: list[_Entry[T, R]], results: list[R]) -> None:
+        """The writer's hook, for the entries no loop's hook took (see :meth:`_answer`)."""
         if self.after_commit is None:
             return
+        if self.after_commit_on_loop is not None:
+            pairs = [(e, r) for e, r in zip(batch, results, strict=True) if e.loop is None]
+            if not pairs:
+                return
+            batch, results = [e for e, _ in pairs], [r for _, r in pairs]
         try:
             self.after_commit([entry.item for entry in batch], results)
         except Exception:  # committed and answered already: never stop the writer

@@ -53,6 +53,13 @@ def _cards(group: Sequence[Pending]) -> int:
     return sum(issues_a_card(p.decider, p.decision) for p in group)
 
 
+def _made_old(group: Sequence[Pending], outcomes: Sequence[Outcome]) -> list[str]:
+    """The people whose cache entries a committed group made old."""
+    return [
+        p.app.applicant_id for p, o in zip(group, outcomes, strict=True) if o.issued or o.redecided
+    ]
+
+
 if TYPE_CHECKING:  # the container builds the group committer around this recorder
     from approval_service.service.container import Container
 
@@ -166,13 +173,18 @@ class GroupRecorder:
 
     def after_commit(self, group: Sequence[Pending], outcomes: Sequence[Outcome]) -> None:
         """Drop cache entries the group made old (an early free; stamps keep reads right)."""
-        old = [
-            p.app.applicant_id
-            for p, o in zip(group, outcomes, strict=True)
-            if o.issued or o.redecided
-        ]
+        old = _made_old(group, outcomes)
         if old:
             self.c.facts.invalidate(old)
+
+    async def after_commit_on_loop(
+        self, group: Sequence[Pending], outcomes: Sequence[Outcome]
+    ) -> None:
+        """:meth:`after_commit` for the applications of an event loop, on that loop: the
+        Redis round trip no longer holds up the writer's next group."""
+        old = _made_old(group, outcomes)
+        if old:
+            await self.c.facts.ainvalidate(old)
 
     def _record_one(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import subprocess
@@ -94,6 +95,26 @@ def test_issuance_is_seen_by_the_next_read(
     assert [c["card_no"] for c in cards] == [card_no]  # type: ignore[attr-defined]
     reader.invalidate([me])  # optional hygiene, must not break anything
     assert reader.gather(me, PERSON)["cards"] == cards
+
+
+def test_dropping_entries_from_the_event_loop_empties_every_tier(cache: FactCache) -> None:
+    """``ainvalidate`` (the group writer's hook on the callers' loop) drops the entry
+    from each tier, Redis included, and leaves the others alone."""
+    bundle: Facts = {"cards": [], "retired_on": date(2020, 1, 1)}
+    for someone in ("p", "q"):
+        cache.put(someone, Stamp(1, 2), bundle)
+
+    async def drop() -> None:
+        await cache.ainvalidate(["p"])
+        await cache.ainvalidate([])  # nothing to drop: no call at all
+        if isinstance(cache, TieredFactCache | RedisFactCache):
+            await cache.aclose()  # this loop's Redis client
+
+    asyncio.run(drop())
+    assert cache.peek("p") is None
+    assert cache.peek("q") == (Stamp(1, 2), bundle)
+    if isinstance(cache, TieredFactCache):
+        assert cache.far.peek("p") is None and cache.near.peek("p") is None
 
 
 def test_processes_sharing_redis(

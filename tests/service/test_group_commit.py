@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -237,6 +238,65 @@ def test_a_failing_after_commit_hook_does_not_stop_the_writer(engine: Engine) ->
     finally:
         committer.close()
     assert committed(engine) == {1, 2}
+
+
+def test_the_loop_hook_gets_its_loops_committed_entries_on_that_loop(engine: Engine) -> None:
+    """Coroutines' entries go to the on-loop hook, run on their own loop (not the writer's
+    thread) after they were answered; threads' entries still go to the writer's hook;
+    an entry that failed goes to neither."""
+    recorder = Recorder(bad={3})
+    on_loop: list[tuple[list[int], list[int], bool, bool]] = []
+    seen: dict[str, Any] = {}
+
+    async def hook(group: Sequence[int], results: Sequence[int]) -> None:
+        answered = all(seen["waiters"][value - 1].done() for value in group)
+        on_its_loop = threading.get_ident() == seen["loop_thread"]
+        on_loop.append((list(group), list(results), on_its_loop, answered))
+
+    committer = GroupCommitter(
+        engine, recorder.process, recorder.after_commit, after_commit_on_loop=hook
+    )
+
+    async def main() -> list[int | str]:
+        seen["loop_thread"] = threading.get_ident()
+        waiters = seen["waiters"] = [asyncio.ensure_future(committer.run(v)) for v in (1, 2, 3)]
+        done = await asyncio.gather(*waiters, return_exceptions=True)
+        for _ in range(5):  # the hook starts after the answers: let it run
+            await asyncio.sleep(0)
+        return [d if isinstance(d, int) else type(d).__name__ for d in done]
+
+    try:
+        assert asyncio.run(main()) == [10, 20, "ValueError"]
+        assert committer.write(4) == 40  # a thread's entry: the writer's hook
+    finally:
+        committer.close()
+    assert sorted(v for group, _, _, _ in on_loop for v in group) == [1, 2]
+    assert sorted(r for _, results, _, _ in on_loop for r in results) == [10, 20]
+    assert all(on_its_loop and answered for _, _, on_its_loop, answered in on_loop)
+    assert recorder.after == [([4], [40])]
+    assert committed(engine) == {1, 2, 4}
+
+
+def test_a_failing_loop_hook_is_logged_and_the_loop_goes_on(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def explode(group: Sequence[int], results: Sequence[int]) -> None:
+        raise RuntimeError("hook failed")
+
+    committer = GroupCommitter(engine, Recorder().process, after_commit_on_loop=explode)
+
+    async def main() -> list[int]:
+        first = await committer.run(1)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return [first, await committer.run(2)]
+
+    try:
+        assert asyncio.run(main()) == [10, 20]
+    finally:
+        committer.close()
+    assert committed(engine) == {1, 2}
+    assert "after-commit hook on the event loop failed" in caplog.text
 
 
 def test_the_writer_reconnects_after_its_connection_is_killed(

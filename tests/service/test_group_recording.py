@@ -346,3 +346,32 @@ def test_apply_async_gives_the_document_apply_gives(
     assert len(async_doc["application_id"]) == 32
     assert service.get(async_doc["application_id"]) == async_doc
     assert record(container, async_doc["application_id"])["document"] == async_doc
+
+
+def test_an_issuing_application_on_a_loop_drops_the_persons_cache_entry(
+    container: Container, service: ApplicationService
+) -> None:
+    """The entry an issuance made old is dropped from every tier (Redis too, on the
+    PostgreSQL container) by the writer's hook on the caller's loop, before that loop
+    closes its clients; an application that issued nothing leaves its entry."""
+    issuing, quiet = add_person(container), add_person(container, YOUNG)
+    for someone in (issuing, quiet):  # both cached, as a warmed cache has them
+        container.facts.gather_unchecked(someone, ALL_FACTS)
+        assert container.cache.peek(someone) is not None
+
+    async def both() -> tuple[dict[str, Any], dict[str, Any]]:
+        try:
+            card, _ = await service.apply_async("portal", "senior-card-new", issuing, CARD_FORM)
+            rejected, _ = await service.apply_async("portal", "elderly-allowance", quiet, None)
+            return card, rejected
+        finally:
+            await container.aclose_loop_clients()
+
+    card, rejected = asyncio.run(both())
+    assert card["decision"] == "approved" and card["result"]["card_no"]
+    assert rejected["decision"] == "rejected"
+    assert container.cache.peek(issuing) is None
+    assert container.cache.peek(quiet) is not None
+    far = getattr(container.cache, "far", None)
+    if far is not None:  # Redis, shared by the other workers
+        assert far.peek(issuing) is None and far.peek(quiet) is not None
