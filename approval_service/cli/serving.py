@@ -15,6 +15,7 @@ import uvicorn
 from rich.console import Console
 from sqlalchemy import text
 
+from approval_service.api.http_protocol import OneWriteHttpToolsProtocol
 from approval_service.service.applications import ApplicationService
 from approval_service.service.container import Container
 from approval_service.settings import Settings
@@ -46,6 +47,7 @@ def serve(
         access_log=False,
         log_level="warning",
         proxy_headers=False,
+        http=OneWriteHttpToolsProtocol,
     )
 
 
@@ -140,5 +142,6 @@ def demo(
         port=port,
         log_level="warning",
         access_log=False,
+        http=OneWriteHttpToolsProtocol,
     )
     container.close()

@@ -1,4 +1,5 @@
-"""Run the real app under uvicorn in a thread on a free localhost port, for tests that need it."""
+"""Run the real app under uvicorn in a thread on a free localhost port, for tests that need it,
+with the HTTP protocol ``miaopi serve`` uses."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from contextlib import contextmanager
 import uvicorn
 from starlette.types import ASGIApp
 
+from approval_service.api.http_protocol import OneWriteHttpToolsProtocol
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -21,7 +24,10 @@ def free_port() -> int:
 @contextmanager
 def serving(app: ASGIApp) -> Iterator[str]:
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", http=OneWriteHttpToolsProtocol
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
