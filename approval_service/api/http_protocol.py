@@ -37,6 +37,8 @@ class HeldWrites(asyncio.Transport):
         self._held: bytes | None = None
 
     def write(self, data: Data) -> None:
+        if not isinstance(data, bytes | bytearray | memoryview):  # as the transport says
+            raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
         if self._held is None:
             self._held = bytes(data)
             self._loop.call_soon(self._send_held)

@@ -164,12 +164,12 @@ class GroupCommitter(Generic[T, R]):
         return await waiter
 
     async def drain_loop_hooks(self) -> None:
-        """Wait for the on-loop hooks running on this event loop (before it closes the
-        clients they use)."""
+        """Wait for the on-loop hooks running on this event loop, those started meanwhile
+        too (before the loop closes the clients they use). Being cancelled does not
+        cancel them."""
         loop = asyncio.get_running_loop()
-        mine = [task for task in list(self._hooks) if task.get_loop() is loop]
-        if mine:
-            await asyncio.gather(*mine, return_exceptions=True)
+        while mine := [task for task in list(self._hooks) if task.get_loop() is loop]:
+            await asyncio.wait(mine)
 
     def close(self) -> None:
         with self._lock:
@@ -320,6 +320,8 @@ class GroupCommitter(Generic[T, R]):
                 loop.call_soon_threadsafe(_settle_on_loop, answers, after)
             except RuntimeError:  # that loop is closed: nobody is waiting any more
                 log.debug("an event loop closed before its answers arrived")
+                if loop in done:  # what committed still gets the writer's hook
+                    self._call_after(*done[loop])
 
     def _after(self, batch: list[_Entry[T, R]], results: list[R]) -> None:
         """The writer's hook, for the entries no loop's hook took (see :meth:`_answer`)."""
@@ -330,8 +332,13 @@ class GroupCommitter(Generic[T, R]):
             if not pairs:
                 return
             batch, results = [e for e, _ in pairs], [r for _, r in pairs]
+        self._call_after([entry.item for entry in batch], results)
+
+    def _call_after(self, items: list[T], results: list[R]) -> None:
+        if self.after_commit is None:
+            return
         try:
-            self.after_commit([entry.item for entry in batch], results)
+            self.after_commit(items, results)
         except Exception:  # committed and answered already: never stop the writer
             log.exception("after-commit hook failed")
 

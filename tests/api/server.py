@@ -3,6 +3,7 @@ with the HTTP protocol ``miaopi serve`` uses."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -22,11 +23,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(app: ASGIApp) -> Iterator[str]:
+def serving(
+    app: ASGIApp, protocol: type[asyncio.Protocol] = OneWriteHttpToolsProtocol
+) -> Iterator[str]:
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", http=OneWriteHttpToolsProtocol
-    )
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=protocol)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

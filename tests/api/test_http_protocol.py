@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from approval_service.api.http_protocol import HeldWrites
+from approval_service.api.http_protocol import HeldWrites, OneWriteHttpToolsProtocol
 
 from .server import serving
 
@@ -73,7 +73,7 @@ def test_a_write_nothing_follows_goes_out_once_the_loops_callbacks_ran() -> None
         held.writelines([b"HTTP/1.1 200 OK\r\n", b"transfer-encoding: chunked\r\n\r\n"])
         before = list(writes)
         await asyncio.sleep(0)  # one turn of the loop: the held head is sent
-        got = await _received(peer, 45)
+        got = await _received(peer, len(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"))
         held.close()
         peer.close()
         return before, writes, got
@@ -165,3 +165,47 @@ def test_uvicorn_serves_keep_alive_pipelined_streamed_and_head_requests_whole() 
     assert body == b"4\r\none,\r\n4\r\ntwo,\r\n5\r\nthree\r\n0\r\n\r\n"
     assert head.startswith(b"HTTP/1.1 200 OK") and head.endswith(b"\r\n\r\n")
     assert b"content-length: 7" in head
+
+
+#: what reached the real transports of :class:`Counted` connections, one list per connection
+REAL_WRITES: list[list[bytes]] = []
+
+
+class _Recording:
+    """The socket's transport, recording each write that reaches it."""
+
+    def __init__(self, real: asyncio.Transport, writes: list[bytes]) -> None:
+        self._real = real
+        self._writes = writes
+
+    def write(self, data: Any) -> None:
+        self._writes.append(bytes(data))
+        self._real.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+class Counted(OneWriteHttpToolsProtocol):
+    """The served protocol over a socket transport that records its writes."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        writes: list[bytes] = []
+        REAL_WRITES.append(writes)
+        super().connection_made(_Recording(transport, writes))  # type: ignore[arg-type]
+        assert isinstance(self.transport, HeldWrites)
+
+
+def test_each_answer_reaches_the_socket_in_one_write() -> None:
+    REAL_WRITES.clear()
+    with serving(APP, protocol=Counted) as url:
+        got = _exchange(
+            url,
+            b"GET /a HTTP/1.1\r\nhost: x\r\n\r\nGET /b HTTP/1.1\r\nhost: x\r\n\r\n",
+            lambda got: got.endswith(b"path /b"),
+        )
+    (writes,) = REAL_WRITES
+    assert len(writes) == 2  # two answers, each head and body together
+    assert writes[0].startswith(b"HTTP/1.1 200 OK") and writes[0].endswith(b"path /a")
+    assert writes[1].startswith(b"HTTP/1.1 200 OK") and writes[1].endswith(b"path /b")
+    assert got == b"".join(writes)

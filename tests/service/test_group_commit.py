@@ -299,6 +299,68 @@ def test_a_failing_loop_hook_is_logged_and_the_loop_goes_on(
     assert "after-commit hook on the event loop failed" in caplog.text
 
 
+def test_draining_waits_for_a_slow_hook_and_a_given_up_callers_entry_reaches_it(
+    engine: Engine,
+) -> None:
+    """A caller that gave up after the writer took its entry: the entry still committed,
+    so the hook gets it; ``drain_loop_hooks`` returns only once the hook has finished."""
+    recorder = Held()
+    recorder.gate.clear()
+    finished: list[list[int]] = []
+
+    async def slow(group: Sequence[int], results: Sequence[int]) -> None:
+        await asyncio.sleep(0.05)
+        finished.append(list(group))
+
+    committer = GroupCommitter(engine, recorder.process, after_commit_on_loop=slow)
+
+    async def main() -> list[list[int]]:
+        waiter = asyncio.ensure_future(committer.run(1))
+        while not recorder.entered.is_set():  # the writer holds the entry
+            await asyncio.sleep(0.01)
+        waiter.cancel()
+        recorder.gate.set()
+        while not committer.entries:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # the answers' callback ran: the hook is running
+        await committer.drain_loop_hooks()
+        return list(finished)
+
+    try:
+        assert asyncio.run(main()) == [[1]]
+    finally:
+        committer.close()
+    assert committed(engine) == {1}
+
+
+def test_entries_of_a_loop_that_closed_get_the_writers_hook(engine: Engine) -> None:
+    recorder = Held()
+    recorder.gate.clear()
+    on_loop: list[list[int]] = []
+
+    async def hook(group: Sequence[int], results: Sequence[int]) -> None:
+        on_loop.append(list(group))
+
+    committer = GroupCommitter(
+        engine, recorder.process, recorder.after_commit, after_commit_on_loop=hook
+    )
+
+    async def submit_and_leave() -> None:
+        waiter = asyncio.ensure_future(committer.run(7))
+        while not recorder.entered.is_set():
+            await asyncio.sleep(0.01)
+        waiter.cancel()
+
+    try:
+        asyncio.run(submit_and_leave())  # its loop is closed when this returns
+        recorder.gate.set()
+        assert committer.write(8) == 80  # after the group of 7 is done
+    finally:
+        committer.close()
+    assert on_loop == []
+    assert recorder.after == [([7], [70]), ([8], [80])]
+
+
 def test_the_writer_reconnects_after_its_connection_is_killed(
     pg_database: Callable[[str], str],
 ) -> None:
