@@ -179,6 +179,9 @@ class RedisFactCache:
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupedGets] = (
             weakref.WeakKeyDictionary()
         )
+        # loops whose client was closed: a late call there (a hook still running at
+        # shutdown) is skipped rather than opening a client nobody would close
+        self._closed_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self._prefix = prefix
         self._ttl = ttl_seconds
         self._retry_after = retry_after
@@ -236,8 +239,8 @@ class RedisFactCache:
         return payload
 
     async def _acall(self, call: Callable[[GroupedGets], Awaitable[R]]) -> R | None:
-        """:meth:`_call` for the event loop, on this loop's client."""
-        if not self.available:
+        """:meth:`_call` for the event loop, on this loop's client (none once closed)."""
+        if not self.available or asyncio.get_running_loop() in self._closed_loops:
             return None
         try:
             result = await call(self._grouped_gets())
@@ -251,8 +254,11 @@ class RedisFactCache:
         return await self._acall(lambda gets: gets.get(self._key(id_number)))
 
     async def aclose(self) -> None:
-        """Close this event loop's client (call on the loop, before it ends)."""
-        gets = self._async_clients.pop(asyncio.get_running_loop(), None)
+        """Close this event loop's client (call on the loop, before it ends); the loop's
+        later calls are skipped, as when Redis is down."""
+        loop = asyncio.get_running_loop()
+        self._closed_loops.add(loop)
+        gets = self._async_clients.pop(loop, None)
         if gets is not None:
             await gets.aclose()
 

@@ -117,6 +117,27 @@ def test_dropping_entries_from_the_event_loop_empties_every_tier(cache: FactCach
         assert cache.far.peek("p") is None and cache.near.peek("p") is None
 
 
+def test_a_loop_whose_redis_client_was_closed_opens_no_other(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A call that comes late on a loop whose client was closed (a hook still running at
+    shutdown) is skipped, as when Redis is down, instead of opening a client nobody closes."""
+    far = RedisFactCache(redis_url, prefix=f"{redis_prefix}closed:")
+    far.put("p", Stamp(1, 1), {"cards": []})
+
+    async def late() -> tuple[bytes | None, bytes | None, int]:
+        before = await far.apeek_payload("p")
+        await far.aclose()
+        after = await far.apeek_payload("p")
+        await far.ainvalidate(["p"])
+        return before, after, len(far._async_clients)
+
+    before, after, clients = asyncio.run(late())
+    assert before is not None and after is None and clients == 0
+    assert far.peek("p") is not None  # the late drop was skipped, not sent
+    far.close()
+
+
 def test_processes_sharing_redis(
     engine: Engine, redis_url: str, redis_prefix: str, tmp_path: Path
 ) -> None:
