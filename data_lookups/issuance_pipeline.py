@@ -31,7 +31,7 @@ card numbers are unique, not gapless.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -180,7 +180,7 @@ class PipelinedIssuer:
         self._check_usable()
         if not self._queued:
             return
-        with translated(), self._driver.pipeline():
+        with translated(), pipelined(self._driver):
             self.send()
 
     def send(self) -> None:
@@ -324,6 +324,26 @@ def conflict_of(error: psycopg.IntegrityError) -> IssuanceConflict | None:
 
 #: the constraint name migration 0013's ``issuance_expect_one`` raises with
 REFUSED = "issuance_refused"
+
+
+@contextmanager
+def pipelined(driver: psycopg.Connection[Any]) -> Iterator[psycopg.Pipeline]:
+    """``driver.pipeline()``, reading out what is left when the block raises.
+
+    psycopg reads results while statements are still being queued, so a refusal
+    (a constraint, a moved stamp) can be raised inside the block. The pipeline's exit
+    would then meet the statements PostgreSQL skipped after it and log "error ignored
+    terminating" for them, a warning for every refused group in an operator's log.
+    Read out here, to the end of what was sent, they are not seen again; the error
+    raised in the block is raised as it came.
+    """
+    with driver.pipeline() as pipeline:
+        try:
+            yield pipeline
+        except psycopg.Error:
+            with suppress(psycopg.Error):  # what PostgreSQL skipped: PipelineAborted
+                pipeline.sync()
+            raise
 
 
 @contextmanager

@@ -38,7 +38,7 @@ from approval_service.service.records import applications
 from data_lookups.database import is_postgres
 from data_lookups.facts import PG_STAMPS_SQL, SqlFactSource, Stamp, stamps_from_rows
 from data_lookups.issuance import DirectIssuer, Issuer
-from data_lookups.issuance_pipeline import PipelinedIssuer, translated
+from data_lookups.issuance_pipeline import PipelinedIssuer, pipelined, translated
 
 Row = Mapping[str, Any]
 #: (channel, Idempotency-Key) -> (hash of the first request, its response document)
@@ -113,7 +113,7 @@ def open_group(
     wanted = sorted(set(keys))
     begin = _begins(driver)
     with translated("opening a group"):
-        with driver.pipeline():  # prepare=False: see _CUSTOM_PLANS
+        with pipelined(driver):  # prepare=False: see _CUSTOM_PLANS
             if begin:
                 driver.execute("BEGIN")
             driver.execute(_LOCK, {"ids": joined}, prepare=False)
@@ -189,7 +189,7 @@ def write_at_once(
             # prepared, unlike the long way's statements (see _CUSTOM_PLANS): parsing and
             # planning them took as long as carrying them out, and their plans cannot go
             # wrong (the locks read no table, the check looks up primary keys)
-            with driver.pipeline(), driver.cursor() as cur:
+            with pipelined(driver), driver.cursor() as cur:
                 if begin:
                     cur.execute("BEGIN")
                 cur.execute(_LOCK, {"ids": check["ids"]}, prepare=True)
@@ -313,7 +313,7 @@ def _write(
             if (table, columns) not in few:
                 _copy(driver, table, columns, values)
         if few or issuer is not None or commit:
-            with driver.pipeline(), driver.cursor() as cur:
+            with pipelined(driver), driver.cursor() as cur:
                 _queue_rest(cur, issuer, few, commit=commit)
 
 

@@ -25,7 +25,7 @@ from data_lookups.database import write_transaction
 from data_lookups.facts import SqlFactSource
 from data_lookups.importer import import_directory
 from data_lookups.issuance import DirectIssuer, Issuer
-from data_lookups.issuance_pipeline import PipelinedIssuer, SpareCardNumbers
+from data_lookups.issuance_pipeline import PipelinedIssuer, SpareCardNumbers, pipelined
 
 D = date(2026, 11, 23)
 EXPIRES = date(2031, 11, 23)
@@ -264,6 +264,37 @@ def test_a_lost_connection_is_an_outage_and_a_deadlock_is_not() -> None:
     assert not connection_lost(psycopg.errors.DeadlockDetected("deadlock detected"))
     assert not connection_lost(psycopg.errors.LockNotAvailable("could not obtain lock"))
     assert connection_lost(psycopg.errors.AdminShutdown("terminating connection"))
+
+
+def _refused_inside(driver: psycopg.Connection[Any], pipeline: Any) -> None:
+    """A refusal, then enough statements queued after it that psycopg reads the
+    refusal while still queueing: it is raised inside the ``with`` block."""
+    with pipeline(driver), driver.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("SELECT 1 / 0", prepare=True)
+        for _ in range(2000):
+            cur.execute("SELECT %s::text", ("x" * 2000,))
+        cur.execute("COMMIT")
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "warned"),
+    [(psycopg.Connection.pipeline, True), (pipelined, False)],
+    ids=["psycopg's own pipeline logs it", "pipelined reads the rest out"],
+)
+def test_a_refusal_inside_a_pipeline_is_raised_and_its_aborted_rest_not_logged(
+    pg_url: str, caplog: pytest.LogCaptureFixture, pipeline: Any, warned: bool
+) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as driver:
+        with (
+            caplog.at_level("WARNING", logger="psycopg"),
+            pytest.raises(psycopg.errors.DivisionByZero),
+        ):
+            _refused_inside(driver, pipeline)
+        logged = any("error ignored terminating" in r.getMessage() for r in caplog.records)
+        assert logged is warned
+        driver.rollback()  # the connection goes on as after any refusal
+        assert driver.execute("SELECT 41 + 1").fetchone() == (42,)
 
 
 @pytest.mark.parametrize("taken_offset", [None, 0, 1])
