@@ -45,7 +45,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return _sqlite_engine(parsed.render_as_string(hide_password=False), **kwargs)
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("connect_args", {"connect_timeout": 5})
+    # psycopg prepares nothing by itself on these connections: when it has prepared any,
+    # its rollback deallocates every statement of the session, those the group writer's
+    # batches prepared too (data_lookups.statement_batch), which then prepare instead
+    kwargs.setdefault("connect_args", {"connect_timeout": 5, "prepare_threshold": None})
     return create_engine(parsed, **kwargs)
 
 

@@ -1,12 +1,13 @@
-"""Issuing on PostgreSQL in one pipeline: a whole group's issuance in one round trip.
+"""Issuing on PostgreSQL in one batch: a whole group's issuance in one round trip.
 
 The group-commit writer issues for many approvals in one transaction, holding
 the applicants' locks, on facts it has checked are current. Done primitive by
 primitive (:class:`data_lookups.issuance.DirectIssuer`), every issuance costs a
 savepoint and several round trips, and the writer waits on each in turn. Here
 each primitive becomes plain statements, queued, and sent all at once with a bump
-of the people's ``fact_versions``: by :meth:`PipelinedIssuer.flush` in a pipeline
-of their own, or by :meth:`PipelinedIssuer.send` into the caller's pipeline,
+of the people's ``fact_versions``: by :meth:`PipelinedIssuer.flush` in a batch
+of their own, or by :meth:`PipelinedIssuer.send` into the caller's batch
+(:mod:`data_lookups.statement_batch`),
 which may go on with the group's records and the ``COMMIT`` in the same round
 trip. The checks the primitives make on rows they read first are conditions of
 the statements instead (``WHERE status = 'valid'``, ``balance >= amount``), and
@@ -31,7 +32,7 @@ card numbers are unique, not gapless.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -44,6 +45,7 @@ from data_lookups.database import connection_lost
 from data_lookups.id_numbers import mask_id
 from data_lookups.issuance import card_number
 from data_lookups.models import CARD_NO_PREFIX
+from data_lookups.statement_batch import StatementBatch
 
 _CENT = Decimal("0.01")
 
@@ -113,7 +115,7 @@ class PipelinedIssuer:
         self._driver = driver
         self._cards_wanted = cards_expected
         self._card_numbers: list[str] = list(reversed(card_numbers))  # popped from the end
-        self._drawn: psycopg.Cursor[Any] | None = None  # a draw sent ahead, not read yet
+        self._drawn: tuple[StatementBatch, int] | None = None  # a draw sent ahead, unread
         self._queued: list[tuple[str, Sequence[Any] | dict[str, Any]]] = []
         self._changed: set[str] = set()
         self._broken = False  # a send failed: the transaction must be rolled back
@@ -172,7 +174,7 @@ class PipelinedIssuer:
 
     # sending --------------------------------------------------------------------
     def flush(self) -> None:
-        """Send everything queued and the version bumps in one pipeline, and wait for it.
+        """Send everything queued and the version bumps in one batch, and wait for it.
 
         After an :class:`IssuanceConflict` the transaction is lost: PostgreSQL refuses
         every statement until it is rolled back, and until then so does this issuer.
@@ -180,16 +182,18 @@ class PipelinedIssuer:
         self._check_usable()
         if not self._queued:
             return
-        with translated(), pipelined(self._driver):
-            self.send()
+        batch = StatementBatch(self._driver)
+        with translated():
+            self.send(batch)
+            batch.run()
 
-    def send(self) -> None:
-        """Queue everything queued, and the version bumps, in the caller's open pipeline.
+    def send(self, batch: StatementBatch) -> None:
+        """Add everything queued, and the version bumps, to the caller's ``batch``.
 
-        The caller may send more after it (the group's records, the ``COMMIT``) and
-        translates what the pipeline raises with :func:`translated`: a conditional
+        The caller may add more after it (the group's records, the ``COMMIT``), runs
+        the batch and translates what it raises with :func:`translated`: a conditional
         statement that changed no row fails the transaction there (migration 0013), so
-        a ``COMMIT`` in the same pipeline is never carried out after a refusal.
+        a ``COMMIT`` in the same batch is never carried out after a refusal.
         """
         self._check_usable()
         if not self._queued:
@@ -197,12 +201,12 @@ class PipelinedIssuer:
         queued, self._queued = self._queued, []
         changed, self._changed = sorted(self._changed), set()
         # a statement that could not even be queued (a parameter psycopg cannot adapt)
-        # leaves the batch half-sent: refuse more work. A refusal by PostgreSQL is seen
+        # leaves the batch half-built: refuse more work. A refusal by PostgreSQL is seen
         # later, in the transaction's status (see _check_usable).
         self._broken = True
         for sql, params in queued:
-            self._driver.execute(sql, params, prepare=True)
-        self._driver.execute(_BUMP, (changed,), prepare=False)
+            batch.add(sql, params)
+        batch.add(_BUMP, (changed,), prepare=False)  # see group_store._CUSTOM_PLANS
         self._broken = False
 
     def _check_usable(self) -> None:
@@ -234,20 +238,20 @@ class PipelinedIssuer:
             "refused": refused,
         }
 
-    def draw_ahead(self) -> None:
-        """Draw the numbers of the cards expected in the caller's open pipeline (the
-        group's first round trip), so that issuing the first card waits for nothing."""
+    def draw_ahead(self, batch: StatementBatch) -> None:
+        """Draw the numbers of the cards expected in the caller's ``batch`` (the group's
+        first round trip), so that issuing the first card waits for nothing."""
         if self._cards_wanted and self._drawn is None and not self._card_numbers:
-            self._drawn = self._driver.execute(_DRAW, self._draw_params())
+            self._drawn = (batch, batch.add(_DRAW, self._draw_params()))
 
     def unused_card_numbers(self) -> list[str]:
         """The numbers given or drawn and not handed out, in order (a draw sent ahead is
-        read now: its result arrived with the pipeline that sent it)."""
+        read now: its result arrived with the batch that sent it)."""
         drawn, self._drawn = self._drawn, None
         if drawn is not None:
             try:
-                rows = drawn.fetchall()
-            except psycopg.Error:  # its pipeline failed: there is nothing to read
+                rows = drawn[0].rows(drawn[1])
+            except psycopg.Error:  # its batch failed: there is nothing to read
                 rows = []
             fresh = [card_number(int(v)) for v, taken in rows if not taken]
             self._card_numbers[:0] = reversed(fresh)  # after the ones already held
@@ -262,8 +266,10 @@ class PipelinedIssuer:
             with translated():
                 drawn, self._drawn = self._drawn, None
                 if drawn is None:
-                    drawn = self._driver.execute(_DRAW, self._draw_params())
-                rows = drawn.fetchall()
+                    draw = StatementBatch(self._driver)
+                    drawn = (draw, draw.add(_DRAW, self._draw_params()))
+                    draw.run()
+                rows = drawn[0].rows(drawn[1])
             # an imported card may use a drawn number: skip it, and draw again if short
             self._card_numbers = [card_number(int(v)) for v, taken in rows if not taken]
             self._card_numbers.reverse()  # handed out in the order drawn
@@ -324,26 +330,6 @@ def conflict_of(error: psycopg.IntegrityError) -> IssuanceConflict | None:
 
 #: the constraint name migration 0013's ``issuance_expect_one`` raises with
 REFUSED = "issuance_refused"
-
-
-@contextmanager
-def pipelined(driver: psycopg.Connection[Any]) -> Iterator[psycopg.Pipeline]:
-    """``driver.pipeline()``, reading out what is left when the block raises.
-
-    psycopg reads results while statements are still being queued, so a refusal
-    (a constraint, a moved stamp) can be raised inside the block. The pipeline's exit
-    would then meet the statements PostgreSQL skipped after it and log "error ignored
-    terminating" for them, a warning for every refused group in an operator's log.
-    Read out here, to the end of what was sent, they are not seen again; the error
-    raised in the block is raised as it came.
-    """
-    with driver.pipeline() as pipeline:
-        try:
-            yield pipeline
-        except psycopg.Error:
-            with suppress(psycopg.Error):  # what PostgreSQL skipped: PipelineAborted
-                pipeline.sync()
-            raise
 
 
 @contextmanager

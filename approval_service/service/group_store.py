@@ -1,24 +1,25 @@
 """The statements of a group commit, run on the connection of the group's transaction.
 
-On PostgreSQL they go straight through psycopg, with no SQLAlchemy statement
-building on the hot path, and in pipelines. The group's ``BEGIN`` goes in its
-first pipeline (:func:`transaction_in_pipeline`), not in a round trip of its own.
+On PostgreSQL they go through libpq's pipeline, with no SQLAlchemy statement
+building on the hot path: each round trip is one
+:class:`~data_lookups.statement_batch.StatementBatch`, its statements sent in one
+write and prepared once per connection. The group's ``BEGIN`` goes in its first
+batch (:func:`transaction_in_pipeline`), not in a round trip of its own.
 A small group whose decisions need nothing read first (its cards' numbers, if
 any, at hand: drawn by earlier groups) costs one round trip, :func:`write_at_once`:
 the locks, a check by PostgreSQL that every person's stamp is still the one the
 cache read (migration 0015), what the group issues, its records and the
 ``COMMIT``. When PostgreSQL refuses any of it (a stamp moved, an
 ``Idempotency-Key`` was used before, an issuance was refused) the transaction is
-rolled back (two round trips: psycopg deallocates its prepared statements too) and
-the group goes the long way, two round trips:
+rolled back and the group goes the long way, two round trips:
 :func:`open_group`, which locks every person of the group (in one order, so two
 groups cannot deadlock), then reads their stamps and the first answers of
 repeated keys, and draws the numbers of the cards the group expects; and
 :func:`finish_group`, which sends what the group issues (the :func:`issuer`
 queued it), inserts every record (rows usually prepared, JSON encoded, before
-the writer: :func:`prepared_rows.prepare_row`) and commits, all in one pipeline. A large
+the writer: :func:`prepared_rows.prepare_row`) and commits, all in one batch. A large
 group's records go in by ``COPY``, two more round trips for each table copied.
-Statements of a pipeline run one after the other, each with its own snapshot,
+Statements of a batch run one after the other, each with its own snapshot,
 so the stamps are read (or checked) after the locks are held. On SQLite (the
 embedded default, where the write transaction already serialises every writer)
 the same work goes through SQLAlchemy Core.
@@ -38,7 +39,8 @@ from approval_service.service.records import applications
 from data_lookups.database import is_postgres
 from data_lookups.facts import PG_STAMPS_SQL, SqlFactSource, Stamp, stamps_from_rows
 from data_lookups.issuance import DirectIssuer, Issuer
-from data_lookups.issuance_pipeline import PipelinedIssuer, pipelined, translated
+from data_lookups.issuance_pipeline import PipelinedIssuer, translated
+from data_lookups.statement_batch import StatementBatch
 
 Row = Mapping[str, Any]
 #: (channel, Idempotency-Key) -> (hash of the first request, its response document)
@@ -113,19 +115,17 @@ def open_group(
     wanted = sorted(set(keys))
     begin = _begins(driver)
     with translated("opening a group"):
-        with pipelined(driver):  # prepare=False: see _CUSTOM_PLANS
-            if begin:
-                driver.execute("BEGIN")
-            driver.execute(_LOCK, {"ids": joined}, prepare=False)
-            stamps = driver.execute(PG_STAMPS_SQL, {"ids": joined}, prepare=False)
-            earlier = (
-                driver.execute(_EARLIER, _key_params(wanted), prepare=False) if wanted else None
-            )
-            if isinstance(issuer, PipelinedIssuer):
-                issuer.draw_ahead()
-        stamp_rows = stamps.fetchall()
-        earlier_rows = earlier.fetchall() if earlier is not None else []
-    return stamps_from_rows(people, stamp_rows), _earlier(earlier_rows)
+        batch = StatementBatch(driver)  # prepare=False: see _CUSTOM_PLANS
+        if begin:
+            batch.add("BEGIN", prepare=False)
+        batch.add(_LOCK, {"ids": joined}, prepare=False)
+        stamps = batch.add(PG_STAMPS_SQL, {"ids": joined}, prepare=False)
+        earlier = batch.add(_EARLIER, _key_params(wanted), prepare=False) if wanted else None
+        if isinstance(issuer, PipelinedIssuer):
+            issuer.draw_ahead(batch)
+        batch.run()
+        earlier_rows = batch.rows(earlier) if earlier is not None else []
+    return stamps_from_rows(people, batch.rows(stamps)), _earlier(earlier_rows)
 
 
 @contextmanager
@@ -189,16 +189,16 @@ def write_at_once(
             # prepared, unlike the long way's statements (see _CUSTOM_PLANS): parsing and
             # planning them took as long as carrying them out, and their plans cannot go
             # wrong (the locks read no table, the check looks up primary keys)
-            with pipelined(driver), driver.cursor() as cur:
-                if begin:
-                    cur.execute("BEGIN")
-                cur.execute(_LOCK, {"ids": check["ids"]}, prepare=True)
-                cur.execute(_EXPECT_CURRENT, check, prepare=True)
-                _queue_rest(cur, issuer, by_statement, commit=True)
+            batch = StatementBatch(driver)
+            if begin:
+                batch.add("BEGIN", prepare=False)
+            batch.add(_LOCK, {"ids": check["ids"]})
+            batch.add(_EXPECT_CURRENT, check)
+            _queue_rest(batch, issuer, by_statement, commit=True)
+            batch.run()
         except psycopg.IntegrityError:
-            # psycopg's rollback also deallocates every prepared statement (a round trip
-            # more). A ROLLBACK through libpq that kept them was tried: psycopg then
-            # used a statement the failed pipeline had never prepared
+            # the batch's prepared statements outlive it: psycopg prepares nothing on
+            # the service's connections, so its rollback deallocates nothing
             driver.rollback()
             return False
     return True
@@ -313,26 +313,27 @@ def _write(
             if (table, columns) not in few:
                 _copy(driver, table, columns, values)
         if few or issuer is not None or commit:
-            with pipelined(driver), driver.cursor() as cur:
-                _queue_rest(cur, issuer, few, commit=commit)
+            batch = StatementBatch(driver)
+            _queue_rest(batch, issuer, few, commit=commit)
+            batch.run()
 
 
 def _queue_rest(
-    cur: psycopg.Cursor[Any],
+    batch: StatementBatch,
     issuer: PipelinedIssuer | None,
     by_statement: Mapping[tuple[Table, tuple[str, ...]], list[Any]],
     *,
     commit: bool,
 ) -> None:
-    """Queue, in the open pipeline, what the group issues, its rows and the ``COMMIT``."""
+    """Add to the batch what the group issues, its rows and the ``COMMIT``."""
     if issuer is not None:
-        issuer.send()
+        issuer.send(batch)
     for (table, columns), values in by_statement.items():
         statement, _ = insert_statement(table, columns)
-        cur.executemany(statement, values)
+        batch.add_many(statement, values)
     if commit:  # queued after the rest: carried out only if all of it was
         # (as a statement: psycopg's commit() would wait on a Sync of its own)
-        cur.execute("COMMIT")
+        batch.add("COMMIT", prepare=False)
 
 
 def _copy(

@@ -25,7 +25,8 @@ from data_lookups.database import write_transaction
 from data_lookups.facts import SqlFactSource
 from data_lookups.importer import import_directory
 from data_lookups.issuance import DirectIssuer, Issuer
-from data_lookups.issuance_pipeline import PipelinedIssuer, SpareCardNumbers, pipelined
+from data_lookups.issuance_pipeline import PipelinedIssuer, SpareCardNumbers
+from data_lookups.statement_batch import StatementBatch
 
 D = date(2026, 11, 23)
 EXPIRES = date(2031, 11, 23)
@@ -266,37 +267,6 @@ def test_a_lost_connection_is_an_outage_and_a_deadlock_is_not() -> None:
     assert connection_lost(psycopg.errors.AdminShutdown("terminating connection"))
 
 
-def _refused_inside(driver: psycopg.Connection[Any], pipeline: Any) -> None:
-    """A refusal, then enough statements queued after it that psycopg reads the
-    refusal while still queueing: it is raised inside the ``with`` block."""
-    with pipeline(driver), driver.cursor() as cur:
-        cur.execute("BEGIN")
-        cur.execute("SELECT 1 / 0", prepare=True)
-        for _ in range(2000):
-            cur.execute("SELECT %s::text", ("x" * 2000,))
-        cur.execute("COMMIT")
-
-
-@pytest.mark.parametrize(
-    ("pipeline", "warned"),
-    [(psycopg.Connection.pipeline, True), (pipelined, False)],
-    ids=["psycopg's own pipeline logs it", "pipelined reads the rest out"],
-)
-def test_a_refusal_inside_a_pipeline_is_raised_and_its_aborted_rest_not_logged(
-    pg_url: str, caplog: pytest.LogCaptureFixture, pipeline: Any, warned: bool
-) -> None:
-    with psycopg.connect(pg_url, autocommit=True) as driver:
-        with (
-            caplog.at_level("WARNING", logger="psycopg"),
-            pytest.raises(psycopg.errors.DivisionByZero),
-        ):
-            _refused_inside(driver, pipeline)
-        logged = any("error ignored terminating" in r.getMessage() for r in caplog.records)
-        assert logged is warned
-        driver.rollback()  # the connection goes on as after any refusal
-        assert driver.execute("SELECT 41 + 1").fetchone() == (42,)
-
-
 @pytest.mark.parametrize("taken_offset", [None, 0, 1])
 def test_cards_drawn_ahead_in_a_pipeline_are_the_ones_a_draw_would_give(
     pg_engine: Engine, tmp_path: Path, taken_offset: int | None
@@ -313,9 +283,10 @@ def test_cards_drawn_ahead_in_a_pipeline_are_the_ones_a_draw_would_give(
     with write_transaction(pg_engine) as conn:
         driver = conn.connection.driver_connection
         issuer = PipelinedIssuer(driver, cards_expected=2)  # type: ignore[arg-type]
-        with driver.pipeline():  # type: ignore[union-attr]
-            driver.execute("SELECT 1")  # type: ignore[union-attr]
-            issuer.draw_ahead()
+        batch = StatementBatch(driver)  # type: ignore[arg-type]
+        batch.add("SELECT 1")
+        issuer.draw_ahead(batch)
+        batch.run()
         assert _next_number(pg_engine) == first + 2  # drawn in that round trip already
         numbers = [_card(issuer, me) for me in people]
         issuer.flush()
@@ -362,8 +333,9 @@ def test_numbers_drawn_ahead_and_not_used_are_kept_in_the_order_drawn(
     with write_transaction(pg_engine) as conn:
         driver = conn.connection.driver_connection
         issuer = PipelinedIssuer(driver, cards_expected=4)  # type: ignore[arg-type]
-        with driver.pipeline():  # type: ignore[union-attr]
-            issuer.draw_ahead()
+        batch = StatementBatch(driver)  # type: ignore[arg-type]
+        issuer.draw_ahead(batch)
+        batch.run()
         used = _card(issuer, new_id())
         unused = issuer.unused_card_numbers()
         issuer.flush()
@@ -372,8 +344,9 @@ def test_numbers_drawn_ahead_and_not_used_are_kept_in_the_order_drawn(
     with write_transaction(pg_engine) as conn:  # a draw nobody used is kept too
         driver = conn.connection.driver_connection
         issuer = PipelinedIssuer(driver, cards_expected=2)  # type: ignore[arg-type]
-        with driver.pipeline():  # type: ignore[union-attr]
-            issuer.draw_ahead()
+        batch = StatementBatch(driver)  # type: ignore[arg-type]
+        issuer.draw_ahead(batch)
+        batch.run()
         assert issuer.unused_card_numbers() == [f"AH3416{first + n:010d}" for n in (4, 5)]
 
 

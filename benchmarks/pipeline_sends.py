@@ -1,0 +1,124 @@
+"""The group writer's transaction through psycopg's pipeline or a statement batch: the
+client's CPU (the writer thread, which holds the GIL), the backend's, and wall time.
+
+The same statements either way, shaped like a small group written at once
+(``group_store.write_at_once``): ``BEGIN``, the people's advisory locks, a check,
+``--group`` record inserts of about 2.7 kB each, ``COMMIT``. psycopg's pipeline
+sends each statement as it is queued and processes each result in Python;
+:class:`data_lookups.statement_batch.StatementBatch` hands them all to libpq, which
+sends them with the ``Sync`` in one write. Both prepare their statements. A fresh
+database of its own; alternating rounds::
+
+    .venv/bin/python benchmarks/pipeline_sends.py --groups 3000 --group 8 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from data_lookups.statement_batch import StatementBatch
+
+PG_ADMIN = os.environ.get("MIAOPI_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+LOCK = (
+    "SELECT count(pg_advisory_xact_lock(hashtextextended(id, 0))) "
+    "FROM unnest(string_to_array(%(ids)s, ',')) AS id"
+)
+CHECK = "SELECT %(epoch)s::bigint + 1"
+INSERT = (
+    "INSERT INTO scratch (id, channel, decision, trace, document) "
+    "VALUES (%s, %s, %s, %s::json, %s::json)"
+)
+TRACE = '{"conditions": [' + ",".join(['{"text": "age >= 80", "value": true}'] * 40) + "]}"
+DOCUMENT = '{"decision": "approved", "reasons": [], "result": {"note": "' + "x" * 500 + '"}}'
+
+Way = Callable[[psycopg.Connection[Any], int, int, str], None]
+
+
+def backend_cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rows(g: int, size: int, tag: str) -> list[tuple[str, ...]]:
+    return [(f"{tag}-{g}-{i}", "portal", "approved", TRACE, DOCUMENT) for i in range(size)]
+
+
+def through_psycopg(conn: psycopg.Connection[Any], g: int, size: int, tag: str) -> None:
+    with conn.pipeline(), conn.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute(LOCK, {"ids": "a,b,c,d"}, prepare=True)
+        cur.execute(CHECK, {"epoch": g}, prepare=True)
+        cur.executemany(INSERT, rows(g, size, tag))
+        cur.execute("COMMIT")
+
+
+def through_batch(conn: psycopg.Connection[Any], g: int, size: int, tag: str) -> None:
+    batch = StatementBatch(conn)
+    batch.add("BEGIN", prepare=False)
+    batch.add(LOCK, {"ids": "a,b,c,d"})
+    batch.add(CHECK, {"epoch": g})
+    batch.add_many(INSERT, rows(g, size, tag))
+    batch.add("COMMIT", prepare=False)
+    batch.run()
+
+
+def measure(url: str, way: Way, groups: int, size: int, tag: str) -> tuple[float, float, float]:
+    """Per group, in µs: the client's CPU, the backend's, the wall time."""
+    # psycopg prepares on its own connection (its default); the batch only where
+    # psycopg does not, as the service's engines are set up (data_lookups.database)
+    threshold = None if way is through_batch else 5
+    with psycopg.connect(url, autocommit=True, prepare_threshold=threshold) as conn:
+        way(conn, -1, size, tag)  # statements prepared before the clock starts
+        pid = conn.info.backend_pid
+        cpu, backend, wall = time.process_time(), backend_cpu(pid), time.perf_counter()
+        for g in range(groups):
+            way(conn, g, size, tag)
+        return (
+            (time.process_time() - cpu) / groups * 1e6,
+            (backend_cpu(pid) - backend) / groups * 1e6,
+            (time.perf_counter() - wall) / groups * 1e6,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--groups", type=int, default=3000)
+    parser.add_argument("--group", type=int, default=8, help="records a group")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    name = f"miaopi_pipeline_sends_{secrets.token_hex(4)}"
+    base = PG_ADMIN.rsplit("/", 1)[0]
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"{base}/{name}"
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "CREATE TABLE scratch (id text PRIMARY KEY, channel text, decision text, "
+                "trace json, document json)"
+            )
+        print(f"{args.groups} groups of {args.group} records, per group:")
+        for r in range(args.rounds):
+            for way in (through_psycopg, through_batch):
+                cpu, backend, wall = measure(
+                    url, way, args.groups, args.group, f"{way.__name__}{r}"
+                )
+                print(
+                    f"  round {r + 1}  {way.__name__:16s} client {cpu:6.1f} µs  "
+                    f"backend {backend:6.1f} µs  wall {wall:6.1f} µs"
+                )
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+if __name__ == "__main__":
+    main()
