@@ -46,6 +46,7 @@ _PIPELINE_SYNC = pq.ExecStatus.PIPELINE_SYNC
 _FATAL = pq.ExecStatus.FATAL_ERROR
 _PARSED = pq.ExecStatus.COMMAND_OK
 _TUPLES = pq.ExecStatus.TUPLES_OK
+_COPY = (pq.ExecStatus.COPY_IN, pq.ExecStatus.COPY_OUT, pq.ExecStatus.COPY_BOTH)
 _IDLE = pq.TransactionStatus.IDLE
 Key = tuple[bytes, tuple[int, ...]]  # (query, parameter types)
 Item = tuple[bytes, Sequence[Any], tuple[int, ...], list[pq.Format], bool]
@@ -96,15 +97,21 @@ class StatementBatch:
     def add(self, sql: str, params: Params = None, *, prepare: bool = True) -> int:
         """Queue one statement, its parameters dumped now (psycopg's errors if not);
         returns its index, for :meth:`rows` once the batch has run."""
-        query, wanted = converted(sql)
-        if isinstance(wanted, tuple):
-            if not isinstance(params, Mapping):
-                raise TypeError(f"named placeholders want a mapping: {sql[:60]!r}")
-            values = [params[name] for name in wanted]
+        if params is None:  # as psycopg: a statement without parameters goes as written
+            query, values = sql.encode(), []
         else:
-            values = [] if params is None else list(params)
-            if len(values) != wanted:
-                raise TypeError(f"{wanted} placeholders, {len(values)} parameters: {sql[:60]!r}")
+            query, wanted = converted(sql)
+            if isinstance(wanted, tuple):
+                if not isinstance(params, Mapping):
+                    raise TypeError(f"named placeholders want a mapping: {sql[:60]!r}")
+                values = [params[name] for name in wanted]
+            else:
+                if isinstance(params, Mapping | str | bytes):
+                    raise TypeError(f"%s placeholders want a sequence: {sql[:60]!r}")
+                values = list(params)
+                if len(values) != wanted:
+                    count = f"{wanted} placeholders, {len(values)} parameters"
+                    raise TypeError(f"{count}: {sql[:60]!r}")
         dumped = self._tx.dump_sequence(values, [PyFormat.AUTO] * len(values)) if values else []
         types = tuple(self._tx.types or ()) if values else ()
         formats = list(self._tx.formats or ()) if values else []
@@ -154,9 +161,13 @@ class StatementBatch:
                 pgconn.pipeline_sync()
                 _flush(pgconn)
                 results = _read_to_sync(pgconn)
-            finally:
-                if pgconn.pipeline_status != pq.PipelineStatus.OFF and not pgconn.is_busy():
-                    pgconn.exit_pipeline_mode()
+                pgconn.exit_pipeline_mode()
+            except BaseException:
+                # results unread and libpq still in pipeline mode: psycopg could not use
+                # the connection again. Closed, so that its owner drops it (the group
+                # writer does, seeing it closed); what went wrong is raised as it came
+                driver.close()
+                raise
         for slot, key, name in parsing:  # known prepared only once PostgreSQL said so
             parsed = results[slot] if slot < len(results) else []
             if parsed and parsed[0].status == _PARSED:
@@ -237,5 +248,7 @@ def _read_to_sync(pgconn: pq.abc.PGconn) -> list[list[pq.abc.PGresult]]:
             current = []
         elif result.status == _PIPELINE_SYNC:
             return results
+        elif result.status in _COPY:
+            raise psycopg.NotSupportedError("COPY cannot be sent in a statement batch")
         else:
             current.append(result)

@@ -40,11 +40,12 @@ def test_mixed_placeholders_are_refused() -> None:
 @pytest.fixture
 def driver(pg_url: str) -> Iterator[Driver]:
     """A connection on which psycopg prepares nothing (as make_engine's), with a table."""
-    with psycopg.connect(pg_url, autocommit=True, prepare_threshold=None) as conn:
-        conn.execute("DROP TABLE IF EXISTS batch_t")
-        conn.execute("CREATE TABLE batch_t (id text PRIMARY KEY, d date, m numeric, j json)")
-        yield conn
-        conn.execute("DROP TABLE IF EXISTS batch_t")
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("DROP TABLE IF EXISTS batch_t")
+        admin.execute("CREATE TABLE batch_t (id text PRIMARY KEY, d date, m numeric, j json)")
+        with psycopg.connect(pg_url, autocommit=True, prepare_threshold=None) as conn:
+            yield conn
+        admin.execute("DROP TABLE IF EXISTS batch_t")
 
 
 INSERT = "INSERT INTO batch_t (id, d, m, j) VALUES (%s, %s, %s, %s::json)"
@@ -207,6 +208,49 @@ def test_a_batch_larger_than_the_socket_buffers_goes_through(driver: Driver) -> 
     batch.add_many(INSERT, [(f"big{i:04d}", None, None, payload) for i in range(1500)])
     batch.run()
     assert driver.execute("SELECT count(*) FROM batch_t").fetchone() == (1500,)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        ("COPY batch_t (id) FROM STDIN", None),  # libpq would wait on COPY data forever
+        ("SELECT " + ", ".join(["%s"] * 70_000), [1] * 70_000),  # past the protocol's 65,535
+    ],
+    ids=["a COPY", "too many parameters"],
+)
+def test_a_batch_that_fails_midway_closes_its_connection_and_raises_why(
+    driver: Driver, statement: tuple[str, Any]
+) -> None:
+    """psycopg cannot use a connection left in pipeline mode with results unread: closed,
+    its owner drops it (the group writer does)."""
+    batch = StatementBatch(driver)
+    batch.add("SELECT 1")
+    batch.add(*statement)
+    with pytest.raises(psycopg.Error) as failed:
+        batch.run()
+    assert not isinstance(failed.value, psycopg.errors.PipelineAborted)
+    assert driver.closed
+
+
+def test_a_lost_connection_is_raised_as_psycopg_raises_it(driver: Driver, pg_url: str) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (driver.info.backend_pid,))
+    batch = StatementBatch(driver)
+    batch.add("SELECT 1")
+    with pytest.raises(psycopg.OperationalError) as lost:
+        batch.run()
+    assert "pipeline" not in str(lost.value)  # the cause, not the clean-up's complaint
+    assert driver.closed
+
+
+def test_a_statement_without_parameters_goes_as_written(driver: Driver) -> None:
+    batch = StatementBatch(driver)
+    plain = batch.add("SELECT 'a%%b', '%s'")  # psycopg leaves both alone too
+    batch.run()
+    assert batch.rows(plain) == [("a%%b", "%s")]
+    for wrong in ({"a": 1}, "ab"):
+        with pytest.raises(TypeError, match="sequence"):
+            batch.add("SELECT %s, %s", wrong)
 
 
 def test_a_batch_cannot_run_inside_a_psycopg_pipeline(driver: Driver) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine, text
 from approval_service.errors import RegistryUnavailable
 from approval_service.service import group_commit
 from approval_service.service.group_commit import GroupCommitter
+from data_lookups import statement_batch
 from data_lookups.database import make_engine
 
 _databases = itertools.count()
@@ -383,6 +384,49 @@ def test_the_writer_reconnects_after_its_connection_is_killed(
         committer.close()
         engine.dispose()
     assert committed(engine) == {1, 3}
+
+
+def test_the_writer_drops_a_connection_a_statement_batch_left_midway(
+    pg_database: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that fails while its results are still out (here: memory runs out while
+    reading them) closes its connection: that group fails as an outage (the rollback
+    finds the connection closed), the writer drops the connection, and the next group
+    goes on a new one instead of failing on a connection psycopg can no longer use."""
+    url = pg_database("group_batch_midway")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE done (value INTEGER PRIMARY KEY)"))
+    real_read = statement_batch._read_to_sync
+    failures = iter([True])
+
+    def read(pgconn: Any) -> Any:
+        if next(failures, False):
+            raise MemoryError("out of memory reading the results")
+        return real_read(pgconn)
+
+    def process(conn: Connection, group: Sequence[int]) -> list[int]:
+        batch = statement_batch.StatementBatch(conn.connection.driver_connection)  # type: ignore[arg-type]
+        batch.add_many("INSERT INTO done (value) VALUES (%s)", [(v,) for v in group])
+        batch.run()
+        return [v * 10 for v in group]
+
+    monkeypatch.setattr(statement_batch, "_read_to_sync", read)
+    committer = GroupCommitter(engine, process)
+    try:
+        with pytest.raises(RegistryUnavailable) as failed:
+            committer.write(1)
+        chain, error = [], failed.value.__cause__
+        while error is not None:  # what went wrong first stays in the chain
+            chain.append(type(error))
+            error = error.__cause__ or error.__context__
+        assert MemoryError in chain
+        assert committer.write(2) == 20
+        assert committer.write(3) == 30
+    finally:
+        committer.close()
+        engine.dispose()
+    assert committed(engine) == {2, 3}
 
 
 def test_many_threads_and_coroutines_together_lose_nothing(engine: Engine) -> None:
