@@ -1,5 +1,6 @@
-"""The group writer's transaction through psycopg's pipeline or a statement batch: the
-client's CPU (the writer thread, which holds the GIL), the backend's, and wall time.
+"""The group writer's transaction through psycopg's pipeline or a statement batch (or,
+``--compare copy``, a large group's records by ``COPY`` or in the batch): the client's
+CPU (the writer thread, which holds the GIL), the backend's, and wall time.
 
 The same statements either way, shaped like a small group written at once
 (``group_store.write_at_once``): ``BEGIN``, the people's advisory locks, a check,
@@ -10,6 +11,13 @@ sends them with the ``Sync`` in one write. Both prepare their statements. A fres
 database of its own; alternating rounds::
 
     .venv/bin/python benchmarks/pipeline_sends.py --groups 3000 --group 8 --rounds 3
+
+With ``--compare copy`` a group opens with its locks in one batch, then its records go
+by ``COPY`` (two round trips) and the ``COMMIT`` in a second batch, or the records and
+the ``COMMIT`` in the second batch, one prepared ``INSERT`` each: where the two cost
+the same is where ``group_store.COPY_FROM`` belongs::
+
+    .venv/bin/python benchmarks/pipeline_sends.py --compare copy --groups 300 --group 40
 """
 
 from __future__ import annotations
@@ -70,11 +78,37 @@ def through_batch(conn: psycopg.Connection[Any], g: int, size: int, tag: str) ->
     batch.run()
 
 
+def _opened(conn: psycopg.Connection[Any]) -> None:
+    batch = StatementBatch(conn)
+    batch.add("BEGIN", prepare=False)
+    batch.add(LOCK, {"ids": "a,b,c,d"}, prepare=False)  # the long way's are not prepared
+    batch.run()
+
+
+def by_copy(conn: psycopg.Connection[Any], g: int, size: int, tag: str) -> None:
+    _opened(conn)
+    columns = "id, channel, decision, trace, document"
+    with conn.cursor() as cur, cur.copy(f"COPY scratch ({columns}) FROM STDIN") as copy:
+        for row in rows(g, size, tag):
+            copy.write_row(row)
+    batch = StatementBatch(conn)
+    batch.add("COMMIT", prepare=False)
+    batch.run()
+
+
+def in_the_batch(conn: psycopg.Connection[Any], g: int, size: int, tag: str) -> None:
+    _opened(conn)
+    batch = StatementBatch(conn)
+    batch.add_many(INSERT, rows(g, size, tag))
+    batch.add("COMMIT", prepare=False)
+    batch.run()
+
+
 def measure(url: str, way: Way, groups: int, size: int, tag: str) -> tuple[float, float, float]:
     """Per group, in µs: the client's CPU, the backend's, the wall time."""
     # psycopg prepares on its own connection (its default); the batch only where
     # psycopg does not, as the service's engines are set up (data_lookups.database)
-    threshold = None if way is through_batch else 5
+    threshold = 5 if way is through_psycopg else None
     with psycopg.connect(url, autocommit=True, prepare_threshold=threshold) as conn:
         way(conn, -1, size, tag)  # statements prepared before the clock starts
         pid = conn.info.backend_pid
@@ -93,7 +127,11 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=3000)
     parser.add_argument("--group", type=int, default=8, help="records a group")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--compare", choices=["pipeline", "copy"], default="pipeline")
     args = parser.parse_args()
+    ways: tuple[Way, Way] = (
+        (through_psycopg, through_batch) if args.compare == "pipeline" else (by_copy, in_the_batch)
+    )
     name = f"miaopi_pipeline_sends_{secrets.token_hex(4)}"
     base = PG_ADMIN.rsplit("/", 1)[0]
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
@@ -107,7 +145,7 @@ def main() -> None:
             )
         print(f"{args.groups} groups of {args.group} records, per group:")
         for r in range(args.rounds):
-            for way in (through_psycopg, through_batch):
+            for way in ways:
                 cpu, backend, wall = measure(
                     url, way, args.groups, args.group, f"{way.__name__}{r}"
                 )

@@ -249,19 +249,19 @@ def earlier_answers(conn: Connection, keys: Iterable[tuple[str, str]]) -> Earlie
     return {(channel, key): (digest, dict(document)) for channel, key, digest, document in rows}
 
 
-#: rows of one table in a group from which ``COPY`` inserts them, not one ``INSERT`` each
-COPY_FROM = 24
+#: rows of one table in a group from which ``COPY`` inserts them, not one ``INSERT`` each:
+#: where the two cost the same (``benchmarks/pipeline_sends.py --compare copy``)
+COPY_FROM = 64
 
 
 def insert_prepared(conn: Connection, rows: Iterable[Prepared]) -> None:
     """Insert prepared rows, table by table, in the caller's transaction.
 
-    PostgreSQL: a table with many rows in the group (:data:`COPY_FROM`, a busy
-    service's usual group) gets one ``COPY``, which costs the writer about 40 % less
-    per row than an ``INSERT`` each (the result of every statement is processed under
-    the GIL) and takes two round trips; the others go as ``executemany`` inserts in
-    one pipeline, one round trip in all, which is what a small group (an idle
-    service's) waits on least.
+    PostgreSQL: a table with many rows in the group (:data:`COPY_FROM`, a saturated
+    service's largest groups) gets one ``COPY``, which costs two more round trips but
+    less per row; the others go as prepared inserts in the group's last batch, one
+    round trip in all. With the statement batch an ``INSERT`` each cost the writer 40 %
+    less than the ``COPY`` for 24 rows, as much for 64, more for 96.
     """
     driver = _driver(conn)
     if driver is None:
