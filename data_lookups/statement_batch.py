@@ -3,8 +3,8 @@
 psycopg's pipeline sends each statement as it is queued (a ``poll`` and a ``send``
 each) and processes every result in Python: for the group writer's statements (the
 locks, the stamp check, what a group issues, its records, the ``COMMIT``) that cost
-the writer thread, which holds the GIL, about 170 µs a group of eight statements
-against 45 µs when the same statements go to libpq's own pipeline, buffered and sent
+the writer thread, which holds the GIL, about 200 µs for a small group (eight records)
+against 80 µs when the same statements go to libpq's own pipeline, buffered and sent
 at once with the ``Sync`` (``benchmarks/pipeline_sends.py``). PostgreSQL does the
 same work either way.
 
