@@ -75,9 +75,9 @@ class GroupRecorder:
     def record_group(self, conn: Connection, group: Sequence[Pending]) -> list[Outcome]:
         """Check, issue, record and commit a group of applications on ``conn``.
 
-        On PostgreSQL the group begins and commits its own transaction (in its
-        pipelines: :func:`group_store.transaction_in_pipeline`); the writer's own
-        commit then has nothing left to do. On SQLite it runs in the writer's.
+        On PostgreSQL the group begins and commits its own transaction in its batches
+        (:mod:`group_store`); the writer's own commit then has nothing left to do. On
+        SQLite it runs in the writer's.
 
         The people are locked (PostgreSQL), then their stamps checked. An application
         whose facts came from the cache at the current stamp keeps its decision;
@@ -91,16 +91,15 @@ class GroupRecorder:
         card numbers drawn ahead by earlier groups (:attr:`spare_cards`).
         """
         metrics = self.c.metrics
-        with group_store.transaction_in_pipeline(conn):
-            if self._at_once_possible(group):
-                outcomes = self._record_at_once(conn, group)
-                if outcomes is not None:
-                    metrics.labelled(metrics.groups, "at_once").inc()
-                    return outcomes
-                metrics.labelled(metrics.groups, "refused_at_once").inc()
-            else:
-                metrics.labelled(metrics.groups, "checked").inc()
-            return self._record_checked(conn, group)
+        if self._at_once_possible(group):
+            outcomes = self._record_at_once(conn, group)
+            if outcomes is not None:
+                metrics.labelled(metrics.groups, "at_once").inc()
+                return outcomes
+            metrics.labelled(metrics.groups, "refused_at_once").inc()
+        else:
+            metrics.labelled(metrics.groups, "checked").inc()
+        return self._record_checked(conn, group)
 
     def _at_once_possible(self, group: Sequence[Pending]) -> bool:
         """A small PostgreSQL group that needs nothing read first: its cards' numbers at

@@ -4,7 +4,7 @@ On PostgreSQL they go through libpq's pipeline, with no SQLAlchemy statement
 building on the hot path: each round trip is one
 :class:`~data_lookups.statement_batch.StatementBatch`, its statements sent in one
 write and prepared once per connection. The group's ``BEGIN`` goes in its first
-batch (:func:`transaction_in_pipeline`), not in a round trip of its own.
+batch (the batch begins the transaction psycopg would), not in a round trip of its own.
 A small group whose decisions need nothing read first (its cards' numbers, if
 any, at hand: drawn by earlier groups) costs one round trip, :func:`write_at_once`:
 the locks, a check by PostgreSQL that every person's stamp is still the one the
@@ -27,8 +27,7 @@ the same work goes through SQLAlchemy Core.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -80,7 +79,6 @@ _EXPECT_CURRENT = (
 #: the largest group :func:`write_at_once` takes: the more entries, the likelier one is stale
 #: or repeated and the whole group sent twice; a busy service's larger groups go the long way
 AT_ONCE_MAX = 8
-_IDLE = psycopg.pq.TransactionStatus.IDLE
 
 
 def _driver(conn: Connection) -> psycopg.Connection[Any] | None:
@@ -113,11 +111,8 @@ def open_group(
         return facts.stamps_in(conn, people), earlier_answers(conn, keys)
     joined = joined_ids(people)
     wanted = sorted(set(keys))
-    begin = _begins(driver)
     with translated("opening a group"):
         batch = StatementBatch(driver)  # prepare=False: see _CUSTOM_PLANS
-        if begin:
-            batch.add("BEGIN", prepare=False)
         batch.add(_LOCK, {"ids": joined}, prepare=False)
         stamps = batch.add(PG_STAMPS_SQL, {"ids": joined}, prepare=False)
         earlier = batch.add(_EARLIER, _key_params(wanted), prepare=False) if wanted else None
@@ -126,39 +121,6 @@ def open_group(
         batch.run()
         earlier_rows = batch.rows(earlier) if earlier is not None else []
     return stamps_from_rows(people, batch.rows(stamps)), _earlier(earlier_rows)
-
-
-@contextmanager
-def transaction_in_pipeline(conn: Connection) -> Iterator[None]:
-    """For the block, the group's ``BEGIN`` is sent by its first pipeline (PostgreSQL).
-
-    psycopg begins a transaction by itself before the first statement, and in a
-    pipeline waits for that ``BEGIN`` alone: a round trip of its own. So the driver
-    connection is put in autocommit for the block, and :func:`open_group` and
-    :func:`write_at_once` begin the transaction in their pipeline. The group commits
-    itself (:func:`finish_group`, :func:`write_at_once`); if the block raises, what it
-    began is rolled back here, and the connection leaves the block as it came, out of
-    autocommit. A connection already in a transaction is left alone; so is SQLite.
-    """
-    driver = _driver(conn)
-    if driver is None or driver.autocommit or driver.info.transaction_status != _IDLE:
-        yield
-        return
-    driver.autocommit = True
-    try:
-        yield
-    except BaseException:
-        with suppress(psycopg.Error):  # the connection is gone: the writer drops it
-            driver.rollback()
-        raise
-    finally:
-        if driver.info.transaction_status == _IDLE:
-            driver.autocommit = False
-
-
-def _begins(driver: psycopg.Connection[Any]) -> bool:
-    """Whether a pipeline must send ``BEGIN`` itself (see :func:`transaction_in_pipeline`)."""
-    return driver.autocommit and driver.info.transaction_status == _IDLE
 
 
 def write_at_once(
@@ -183,15 +145,12 @@ def write_at_once(
         "epoch": epoch,
     }
     by_statement = _by_statement(rows)
-    begin = _begins(driver)
     with translated("writing the group at once"):
         try:
             # prepared, unlike the long way's statements (see _CUSTOM_PLANS): parsing and
             # planning them took as long as carrying them out, and their plans cannot go
             # wrong (the locks read no table, the check looks up primary keys)
             batch = StatementBatch(driver)
-            if begin:
-                batch.add("BEGIN", prepare=False)
             batch.add(_LOCK, {"ids": check["ids"]})
             batch.add(_EXPECT_CURRENT, check)
             _queue_rest(batch, issuer, by_statement, commit=True)

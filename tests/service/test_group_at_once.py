@@ -89,7 +89,6 @@ def test_a_small_group_at_once_costs_one_round_trip(
         with (
             traced(conn, tmp_path) as turns,
             conn.begin(),
-            group_store.transaction_in_pipeline(conn),
         ):
             issuer = group_store.issuer(conn, cards_expected=0, card_numbers=numbers)
             work(issuer, me)
@@ -107,8 +106,8 @@ def test_a_small_group_at_once_costs_one_round_trip(
 @pytest.mark.parametrize("case", list(GROUPS))
 def test_the_long_way_costs_two_round_trips(engine: Engine, tmp_path: Path, case: str) -> None:
     """Opening the group (BEGIN, locks, stamps, earlier answers, card numbers) and finishing
-    it (issuance, records, COMMIT): without transaction_in_pipeline psycopg would wait on
-    a BEGIN of its own first."""
+    it (issuance, records, COMMIT): the first batch carries the BEGIN that psycopg
+    would otherwise wait on alone first."""
     cards, work = GROUPS[case]
     me = with_fund(engine, "10.00")
     key = secrets.token_hex(8)
@@ -116,7 +115,6 @@ def test_the_long_way_costs_two_round_trips(engine: Engine, tmp_path: Path, case
         with (
             traced(conn, tmp_path) as turns,
             conn.begin(),
-            group_store.transaction_in_pipeline(conn),
         ):
             issuer = group_store.issuer(conn, cards_expected=cards)
             facts = SqlFactSource(engine)
@@ -166,7 +164,7 @@ def test_a_refused_group_at_once_leaves_nothing_and_the_long_way_open(
     since(engine, me)
     before = seen(engine, me)
     with engine.connect() as conn:
-        with conn.begin(), group_store.transaction_in_pipeline(conn):
+        with conn.begin():
             issuer = group_store.issuer(conn, cards_expected=0)
             issuer.issue_allowance(other, TODAY, Decimal("60"), "fine")
             work(issuer, me)
@@ -197,7 +195,7 @@ def test_the_block_holds_locks_until_it_ends_and_rolls_back_if_it_raises(
     me = with_fund(engine, "10.00")
     held = None
     with engine.connect() as conn:
-        with pytest.raises(RuntimeError), conn.begin(), group_store.transaction_in_pipeline(conn):
+        with pytest.raises(RuntimeError), conn.begin():
             issuer = group_store.issuer(conn, cards_expected=0)
             group_store.open_group(conn, SqlFactSource(engine), [me], [], issuer)
             issuer.issue_allowance(me, TODAY, Decimal("60"), "a")
