@@ -253,8 +253,7 @@ class PipelinedIssuer:
                 rows = drawn[0].rows(drawn[1])
             except psycopg.Error:  # its batch failed: there is nothing to read
                 rows = []
-            fresh = [card_number(int(v)) for v, taken in rows if not taken]
-            self._card_numbers[:0] = reversed(fresh)  # after the ones already held
+            self._card_numbers[:0] = reversed(_free(rows))  # after the ones already held
         return list(reversed(self._card_numbers))
 
     def _draw_params(self) -> dict[str, Any]:
@@ -270,11 +269,16 @@ class PipelinedIssuer:
                     drawn = (draw, draw.add(_DRAW, self._draw_params()))
                     draw.run()
                 rows = drawn[0].rows(drawn[1])
-            # an imported card may use a drawn number: skip it, and draw again if short
-            self._card_numbers = [card_number(int(v)) for v, taken in rows if not taken]
+            self._card_numbers = _free(rows)  # draw again if an import took them all
             self._card_numbers.reverse()  # handed out in the order drawn
         self._cards_wanted = max(self._cards_wanted - 1, 0)
         return self._card_numbers.pop()
+
+
+def _free(drawn: list[tuple[Any, ...]]) -> list[str]:
+    """The card numbers of a draw's rows ``(value, taken)``, in the order drawn: a number
+    an imported card already uses is skipped."""
+    return [card_number(int(value)) for value, taken in drawn if not taken]
 
 
 class SpareCardNumbers:

@@ -299,7 +299,8 @@ class GroupCommitter(Generic[T, R]):
     ) -> None:
         """Answer every caller; a loop's share of what committed goes to its hook too."""
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
-        done: dict[asyncio.AbstractEventLoop, tuple[list[T], list[R]]] = {}
+        done: dict[asyncio.AbstractEventLoop, tuple[list[T], list[R]]] = {}  # each loop's hook's
+        hook = self.after_commit_on_loop
         for entry, result, error in zip(batch, results, errors, strict=True):
             if entry.future is not None:
                 if error is not None:
@@ -308,14 +309,12 @@ class GroupCommitter(Generic[T, R]):
                     entry.future.set_result(result)  # type: ignore[arg-type]
             elif entry.loop is not None and entry.waiter is not None:
                 by_loop.setdefault(entry.loop, []).append((entry.waiter, result, error))
-                if error is None and self.after_commit_on_loop is not None:
+                if error is None and hook is not None:
                     items, committed = done.setdefault(entry.loop, ([], []))
                     items.append(entry.item)
                     committed.append(result)  # type: ignore[arg-type]
         for loop, answers in by_loop.items():
-            after = None
-            if loop in done and self.after_commit_on_loop is not None:
-                after = (self.after_commit_on_loop, *done[loop], self._hooks)
+            after = (hook, *done[loop], self._hooks) if hook is not None and loop in done else None
             try:
                 loop.call_soon_threadsafe(_settle_on_loop, answers, after)
             except RuntimeError:  # that loop is closed: nobody is waiting any more
