@@ -5,6 +5,12 @@ loop's timer has about 1 ms resolution), hands every request that is due to an i
 connection, and sleeps until the next one is due. Nothing waits for an answer before
 the next request is dispatched, so a slow server cannot slow the arrivals down.
 
+At low rates (one request every :data:`PUNCTUAL_FROM_NS` or less often: an idle
+service's latency) a timer's lateness, up to a millisecond and more, would be counted
+against the service: there the scheduler sleeps until :data:`SPIN_NS` before the
+request is due and then yields to the event loop until it is (answers still arrive
+meanwhile), a few per cent of a core at most.
+
 HTTP/1.1 without pipelining: a connection carries one request at a time. The pool of
 ``connections`` is opened before the clock starts. When no connection is idle (and
 none can be reopened) the request waits in a FIFO queue for the first to free up.
@@ -37,6 +43,11 @@ from approval_service.loadtest.mix import Plan
 IDLE_CLOSE_S = 4.0
 TICK_S = 0.1
 MIN_SLEEP_NS = 1_000_000
+#: from this interval between requests up (50/s and less) the scheduler keeps time closely
+PUNCTUAL_FROM_NS = 20_000_000
+#: how long before a request is due a punctual scheduler stops sleeping: the timer's
+#: resolution and the wake-up
+SPIN_NS = 1_500_000
 #: negative status codes for requests that got no HTTP answer
 CONNECTION_ERROR, TIMEOUT, UNSENT = -1, -2, -3
 #: outcome codes
@@ -344,8 +355,7 @@ class Engine:
             now = time.perf_counter_ns()
             due = self._scheduled(i)
             if due > now:
-                # the loop's timers have 1 ms resolution: a shorter sleep would spin
-                await asyncio.sleep(max(due - now, MIN_SLEEP_NS) / 1e9)
+                await asyncio.sleep(sleep_for(due - now, self.interval_ns))
                 continue
             while i < n and self._scheduled(i) <= now:
                 lag[i] = now - self._scheduled(i)
@@ -356,6 +366,17 @@ class Engine:
                     self._maybe_open()
                 i += 1
             self.dispatched = i
+
+
+def sleep_for(wait_ns: int, interval_ns: float) -> float:
+    """Seconds the scheduler sleeps when the next request is due in ``wait_ns``: 0 is
+    one turn of the event loop (a punctual scheduler close to the moment)."""
+    if interval_ns >= PUNCTUAL_FROM_NS:
+        if wait_ns <= SPIN_NS + MIN_SLEEP_NS:  # no timer is short and exact enough
+            return 0.0
+        return (wait_ns - SPIN_NS) / 1e9
+    # the loop's timers have 1 ms resolution: a shorter sleep would spin
+    return max(wait_ns, MIN_SLEEP_NS) / 1e9
 
 
 def run(

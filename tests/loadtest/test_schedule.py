@@ -101,3 +101,37 @@ def test_a_burst_never_opens_more_connections_than_allowed() -> None:
     summary = summarize(result, plan)
     assert summary["errors"] == 0
     assert result.connections_peak == result.connections_opened == 10
+
+
+MS = 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("wait_ns", "interval_ns", "seconds"),
+    [
+        # fast schedules: a timer of at least 1 ms, whatever is left (it would spin)
+        (5 * MS, 1 * MS, 0.005),
+        (200_000, 1 * MS, 0.001),
+        (15 * MS, 10 * MS, 0.015),
+        # slow schedules (an idle service): sleep to 1.5 ms before, then turn the loop
+        (100 * MS, 100 * MS, 0.0985),
+        (30 * MS, 20 * MS, 0.0285),
+        (3 * MS, 100 * MS, 0.0015),
+        (2_500_000, 100 * MS, 0.0),  # no timer short and exact enough
+        (1 * MS, 100 * MS, 0.0),
+        (1, 20 * MS, 0.0),
+    ],
+)
+def test_a_slow_schedule_is_kept_closely_a_fast_one_without_spinning(
+    wait_ns: int, interval_ns: int, seconds: float
+) -> None:
+    assert client.sleep_for(wait_ns, interval_ns) == pytest.approx(seconds)
+
+
+def test_a_punctual_schedule_sends_every_request_never_early() -> None:
+    plan = plan_of(10)
+    with stub_server() as port:
+        result = client.run("127.0.0.1", port, plan, rate=50)
+    summary = summarize(result, plan)
+    assert summary["errors"] == 0 and summary["answered"] == 10
+    assert min(result.lag_ns) >= 0  # dispatched at or after its moment, never before
