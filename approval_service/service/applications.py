@@ -171,6 +171,7 @@ class ApplicationService:
         gathered = time.perf_counter()
         now = self.c.clock.now()
         decision = decider.decide(facts, now.date(), app.form, trace=True)
+        self.c.metrics.fact_read.observe(gathered - started)
         timings = {
             "gather_ms": (gathered - started) * 1e3,
             "decide_ms": (time.perf_counter() - gathered) * 1e3,

@@ -87,6 +87,7 @@ class Container:
             after_commit=self.recorder.after_commit,
             after_commit_on_loop=self.recorder.after_commit_on_loop,
             linger=self.settings.group_linger_ms / 1000,
+            observe_group=self.metrics.observe_group,
         )
 
     @classmethod

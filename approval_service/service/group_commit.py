@@ -70,6 +70,8 @@ Process = Callable[[Connection, Sequence[T]], list[R]]
 AfterCommit = Callable[[Sequence[T], Sequence[R]], None]
 #: runs on a caller's event loop after its answers, with that loop's entries
 AfterCommitOnLoop = Callable[[Sequence[T], Sequence[R]], Awaitable[None]]
+#: told when the writer starts on a group: its size, and how long its first entry waited (s)
+ObserveGroup = Callable[[int, float], None]
 #: the writer counts as busy when its last group of two or more ended this recently (s)
 BUSY_WITHIN = 0.005
 
@@ -77,6 +79,7 @@ BUSY_WITHIN = 0.005
 @dataclass
 class _Entry(Generic[T, R]):
     item: T
+    queued: float  # time.perf_counter() when it was handed to the writer
     future: Future[R] | None = None  # a thread waits on it
     loop: asyncio.AbstractEventLoop | None = None  # or a coroutine on this loop
     waiter: asyncio.Future[R] | None = None
@@ -125,8 +128,10 @@ class GroupCommitter(Generic[T, R]):
         linger: float = 0.0,
         linger_until: int = 16,
         after_commit_on_loop: AfterCommitOnLoop[T, R] | None = None,
+        observe_group: ObserveGroup | None = None,
     ) -> None:
         self.engine = engine
+        self.observe_group = observe_group
         self.process = process
         self.after_commit = after_commit
         self.after_commit_on_loop = after_commit_on_loop
@@ -146,7 +151,7 @@ class GroupCommitter(Generic[T, R]):
     def submit(self, item: T) -> Future[R]:
         """Queue one entry; the future resolves after its group committed (or fails)."""
         self._ensure_started()
-        entry: _Entry[T, R] = _Entry(item, future=Future())
+        entry: _Entry[T, R] = _Entry(item, time.perf_counter(), future=Future())
         self._queue.put(entry)
         assert entry.future is not None
         return entry.future
@@ -160,7 +165,7 @@ class GroupCommitter(Generic[T, R]):
         self._ensure_started()
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[R] = loop.create_future()
-        self._queue.put(_Entry(item, loop=loop, waiter=waiter))
+        self._queue.put(_Entry(item, time.perf_counter(), loop=loop, waiter=waiter))
         return await waiter
 
     async def drain_loop_hooks(self) -> None:
@@ -208,6 +213,8 @@ class GroupCommitter(Generic[T, R]):
                 if batch and not stop and self._busy(len(batch)):
                     stop = self._wait_for_more(batch)
                 if batch:
+                    if self.observe_group is not None:
+                        self.observe_group(len(batch), time.perf_counter() - batch[0].queued)
                     self._commit(batch)
                     self._last_end, self._last_size = time.monotonic(), len(batch)
                 if stop:

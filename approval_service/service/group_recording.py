@@ -91,15 +91,24 @@ class GroupRecorder:
         card numbers drawn ahead by earlier groups (:attr:`spare_cards`).
         """
         metrics = self.c.metrics
+        started = time.perf_counter()
         if self._at_once_possible(group):
             outcomes = self._record_at_once(conn, group)
+            path = "at_once" if outcomes is not None else "refused_at_once"
+            metrics.labelled(metrics.groups, path).inc()
             if outcomes is not None:
-                metrics.labelled(metrics.groups, "at_once").inc()
+                self._timed(path, started)
                 return outcomes
-            metrics.labelled(metrics.groups, "refused_at_once").inc()
         else:
-            metrics.labelled(metrics.groups, "checked").inc()
-        return self._record_checked(conn, group)
+            path = "checked"
+            metrics.labelled(metrics.groups, path).inc()
+        outcomes = self._record_checked(conn, group)
+        self._timed(path, started)
+        return outcomes
+
+    def _timed(self, path: str, started: float) -> None:
+        metrics = self.c.metrics  # recorded and, on PostgreSQL, committed
+        metrics.labelled(metrics.group_seconds, path).observe(time.perf_counter() - started)
 
     def _at_once_possible(self, group: Sequence[Pending]) -> bool:
         """A small PostgreSQL group that needs nothing read first: its cards' numbers at

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+GROUP_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 @dataclass
@@ -41,12 +42,46 @@ class Metrics:
             ["path"],
             registry=self.registry,
         )
+        # where an application's time goes: decision_seconds is the sum of these stages
+        # (and the hand-overs between them), each observed once per application or group
+        self.fact_read = Histogram(
+            "miaopi_fact_read_seconds",
+            "Time to read one application's facts (the cache, or the registry on a miss)",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.group_wait = Histogram(
+            "miaopi_write_queue_seconds",
+            "Time a group's first application waited for the writer to start on it "
+            "(the writer busy with the group before, and the linger)",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.group_size = Histogram(
+            "miaopi_write_group_size",
+            "Applications per group the writer commits in one transaction",
+            buckets=GROUP_SIZE_BUCKETS,
+            registry=self.registry,
+        )
+        self.group_seconds = Histogram(
+            "miaopi_write_group_seconds",
+            "Time the writer takes to record a group (on PostgreSQL, to commit it too), "
+            "by path (see miaopi_write_groups)",
+            ["path"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.errors = Counter(
             "miaopi_request_errors",
             "Requests refused, by error code",
             ["code"],
             registry=self.registry,
         )
+
+    def observe_group(self, size: int, waited: float) -> None:
+        """The writer starts on a group of ``size``; its first waited ``waited`` seconds."""
+        self.group_size.observe(size)
+        self.group_wait.observe(waited)
 
     def labelled(self, metric: MetricWrapperBase, *values: str) -> Any:
         """``metric.labels(*values)``, kept: the lookup and checks run once per label set."""
