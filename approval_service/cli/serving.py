@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shlex
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,6 +21,7 @@ from sqlalchemy import text
 from approval_service.api.http_protocol import OneWriteHttpToolsProtocol
 from approval_service.service.applications import ApplicationService
 from approval_service.service.container import Container
+from approval_service.service.metrics import MULTIPROC_ENV
 from approval_service.settings import Settings
 from data_lookups.importer import import_directory
 from data_lookups.synthetic import generate_registry
@@ -38,17 +42,34 @@ def serve(
         console.print(
             "[yellow]warning:[/] MIAOPI_API_KEYS is empty: every /v1 call will be refused"
         )
-    uvicorn.run(
-        "approval_service.api.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=False,
-        log_level="warning",
-        proxy_headers=False,
-        http=OneWriteHttpToolsProtocol,
-    )
+    with _metrics_across(workers):
+        uvicorn.run(
+            "approval_service.api.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=False,
+            log_level="warning",
+            proxy_headers=False,
+            http=OneWriteHttpToolsProtocol,
+        )
+
+
+@contextmanager
+def _metrics_across(workers: int) -> Iterator[None]:
+    """Several workers count into one folder (prometheus_client's multiprocess mode), so
+    ``/metrics`` on any of them gives the service's totals; an operator's own
+    ``PROMETHEUS_MULTIPROC_DIR`` is used as it is. The workers inherit the variable."""
+    if workers == 1 or os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="miaopi-metrics-") as folder:
+        os.environ[MULTIPROC_ENV] = folder
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROC_ENV]
 
 
 def _ensure_registry(container: Container, people: int, as_of: date) -> None:

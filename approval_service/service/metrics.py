@@ -1,12 +1,23 @@
-"""Prometheus metrics of decisions: counts by item and outcome, latency, cache use."""
+"""Prometheus metrics of decisions: counts by item and outcome, latency, cache use.
+
+Each worker process counts its own. Under several workers (``miaopi serve --workers
+N``) a scrape reaches one of them, so ``miaopi serve`` then runs prometheus_client's
+multiprocess mode (:data:`MULTIPROC_ENV`, a folder each worker writes its values to)
+and :func:`exposition` adds every worker's values up: whichever worker answers
+``/metrics`` gives the whole service's totals.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.metrics import MetricWrapperBase
+
+#: set (to an empty folder) before the workers start, their values add up (see above)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 GROUP_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -90,6 +101,16 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(*values)
         return child
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The text a scrape gets: every worker's values added up in multiprocess mode, else
+    this process's ``registry``."""
+    if os.environ.get(MULTIPROC_ENV):
+        every_worker = CollectorRegistry()
+        multiprocess.MultiProcessCollector(every_worker)  # type: ignore[no-untyped-call]
+        return generate_latest(every_worker)
+    return generate_latest(registry)
 
 
 class CountingCache:

@@ -7,12 +7,13 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from approval_service.api.deps import ContainerDep
 from approval_service.api.responses import JSON
 from approval_service.service.container import Container
+from approval_service.service.metrics import exposition
 
 router = APIRouter(tags=["operations"])
 
@@ -44,4 +45,4 @@ async def readyz(container: ContainerDep) -> Any:
 
 @router.get("/metrics", summary="Prometheus metrics")
 async def metrics(container: ContainerDep) -> Response:
-    return Response(generate_latest(container.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(container.metrics.registry), media_type=CONTENT_TYPE_LATEST)
