@@ -1,0 +1,49 @@
+"""Benchmark scripts that operators run by hand: they measure what they say and clean up."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import redis
+
+# the script's own defaults: the servers every benchmark uses
+PG_ADMIN_URL = os.environ.get(
+    "MIAOPI_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = "redis://127.0.0.1:6379/0"
+ROOT = Path(__file__).resolve().parents[1]
+IDLE_FLOOR = [sys.executable, str(ROOT / "benchmarks" / "idle_floor.py")]
+
+
+def test_idle_floor_times_each_round_trip_and_leaves_nothing_behind() -> None:
+    proc = subprocess.Popen(
+        [*IDLE_FLOOR, "--requests", "10", "--pause-ms", "1", "--json"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    figures = json.loads(out)
+    assert (figures["requests"], figures["pause_ms"]) == (10, 1.0)
+    for name in ("redis read", "pg read", "pg durable write"):
+        for way in ("back_to_back", "after_a_pause"):
+            assert 0 < figures[name][way]["p50"] <= figures[name][way]["p90"]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        left = admin.execute(
+            "SELECT count(*) FROM pg_database WHERE datname = %s", [f"miaopi_floor_{proc.pid}"]
+        ).fetchone()
+    assert left == (0,)
+    assert not redis.Redis.from_url(REDIS_URL).exists(f"miaopi_floor_{proc.pid}:hash")
+
+
+def test_idle_floor_refuses_too_few_requests_for_a_p90() -> None:
+    result = subprocess.run([*IDLE_FLOOR, "--requests", "5"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "--requests: at least 10" in result.stderr
