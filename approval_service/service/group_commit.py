@@ -213,8 +213,7 @@ class GroupCommitter(Generic[T, R]):
                 if batch and not stop and self._busy(len(batch)):
                     stop = self._wait_for_more(batch)
                 if batch:
-                    if self.observe_group is not None:
-                        self.observe_group(len(batch), time.perf_counter() - batch[0].queued)
+                    self._observe(batch)
                     self._commit(batch)
                     self._last_end, self._last_size = time.monotonic(), len(batch)
                 if stop:
@@ -248,6 +247,15 @@ class GroupCommitter(Generic[T, R]):
                 batch.append(entry)
         return False
 
+    def _observe(self, batch: list[_Entry[T, R]]) -> None:
+        """Tell ``observe_group`` of a transaction about to start; never stops the writer."""
+        if self.observe_group is None:
+            return
+        try:
+            self.observe_group(len(batch), time.perf_counter() - batch[0].queued)
+        except Exception:  # a metric must not fail a group
+            log.exception("observing a group failed")
+
     def _commit(self, batch: list[_Entry[T, R]]) -> None:
         try:
             results = self._transaction(batch)
@@ -260,6 +268,7 @@ class GroupCommitter(Generic[T, R]):
                 return
             log.info("group of %d failed (%s): each alone", len(batch), type(error).__name__)
             for entry in batch:  # isolate the entry that failed
+                self._observe([entry])  # a transaction of its own
                 try:
                     (result,) = self._transaction([entry])
                 except Exception as single:

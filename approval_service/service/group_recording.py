@@ -92,23 +92,32 @@ class GroupRecorder:
         """
         metrics = self.c.metrics
         started = time.perf_counter()
-        if self._at_once_possible(group):
-            outcomes = self._record_at_once(conn, group)
-            path = "at_once" if outcomes is not None else "refused_at_once"
-            metrics.labelled(metrics.groups, path).inc()
-            if outcomes is not None:
-                self._timed(path, started)
-                return outcomes
-        else:
-            path = "checked"
-            metrics.labelled(metrics.groups, path).inc()
-        outcomes = self._record_checked(conn, group)
-        self._timed(path, started)
-        return outcomes
+        timed = "failed"  # what the group's time is counted under, if it raises
+        try:
+            if self._at_once_possible(group):
+                outcomes = self._record_at_once(conn, group)
+                path = "at_once" if outcomes is not None else "refused_at_once"
+                metrics.labelled(metrics.groups, path).inc()
+                if outcomes is not None:
+                    timed = path
+                    return outcomes
+            else:
+                path = "checked"
+                metrics.labelled(metrics.groups, path).inc()
+            outcomes = self._record_checked(conn, group)
+            timed = path
+            return outcomes
+        finally:
+            self._timed(timed, started)
 
     def _timed(self, path: str, started: float) -> None:
-        metrics = self.c.metrics  # recorded and, on PostgreSQL, committed
-        metrics.labelled(metrics.group_seconds, path).observe(time.perf_counter() - started)
+        """Observe a group's time. On PostgreSQL the group has committed by now, and
+        nothing may fail after that (the writer would do the group again): never raises."""
+        metrics = self.c.metrics
+        try:
+            metrics.labelled(metrics.group_seconds, path).observe(time.perf_counter() - started)
+        except Exception:
+            log.exception("observing a group's time failed")
 
     def _at_once_possible(self, group: Sequence[Pending]) -> bool:
         """A small PostgreSQL group that needs nothing read first: its cards' numbers at

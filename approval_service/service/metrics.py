@@ -18,6 +18,8 @@ from prometheus_client.metrics import MetricWrapperBase
 
 #: set (to an empty folder) before the workers start, their values add up (see above)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: prometheus_client chose its mode when it was imported (just above): so do we
+MULTIPROCESS = bool(os.environ.get(MULTIPROC_ENV))
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 GROUP_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -70,14 +72,16 @@ class Metrics:
         )
         self.group_size = Histogram(
             "miaopi_write_group_size",
-            "Applications per group the writer commits in one transaction",
+            "Applications per transaction of the writer (a failed group's applications "
+            "written one by one count as groups of one)",
             buckets=GROUP_SIZE_BUCKETS,
             registry=self.registry,
         )
         self.group_seconds = Histogram(
             "miaopi_write_group_seconds",
             "Time the writer takes to record a group (on PostgreSQL, to commit it too), "
-            "by path (see miaopi_write_groups)",
+            "by path (see miaopi_write_groups; failed: the group raised, and its "
+            "applications are then written one by one, each a group of its own)",
             ["path"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
@@ -106,7 +110,7 @@ class Metrics:
 def exposition(registry: CollectorRegistry) -> bytes:
     """The text a scrape gets: every worker's values added up in multiprocess mode, else
     this process's ``registry``."""
-    if os.environ.get(MULTIPROC_ENV):
+    if MULTIPROCESS:
         every_worker = CollectorRegistry()
         multiprocess.MultiProcessCollector(every_worker)  # type: ignore[no-untyped-call]
         return generate_latest(every_worker)

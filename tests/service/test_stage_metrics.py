@@ -7,9 +7,15 @@ Every test runs on both backends (``conftest.py``).
 from __future__ import annotations
 
 import time
+from datetime import date
 
+import pytest
+from sqlalchemy import text
+
+from approval_service.errors import IssuanceConflict
 from approval_service.service.applications import ApplicationService
 from approval_service.service.container import Container
+from data_lookups.database import write_transaction
 
 from .applicants import PATHS, add_person, paths_since, pending, results, write_paths, writer_held
 
@@ -56,3 +62,31 @@ def test_a_held_group_shows_its_wait_size_and_write_time(
         count = sample(container, "miaopi_write_group_seconds_count", path=path) - timed[path]
         assert count == went.get(path, 0)  # one timing per group, on the path it went
     assert sum(went.values()) == 2
+
+
+def test_a_failed_group_is_timed_as_failed_and_its_reruns_as_groups_of_one(
+    container: Container, service: ApplicationService
+) -> None:
+    fine, faulty = add_person(container), add_person(container)
+    group = [pending(container, service, p, "elderly-allowance") for p in (fine, faulty)]
+    with write_transaction(container.engine) as conn:  # no bump_versions: issuing will fail
+        conn.execute(
+            text(
+                "INSERT INTO allowances (id_number, status, start_date, monthly_amount, source) "
+                "VALUES (:i, 'active', :d, 60.00, 'import')"
+            ),
+            {"i": faulty, "d": date(2026, 1, 1)},
+        )
+    failed = sample(container, "miaopi_write_group_seconds_count", path="failed")
+    sizes = sample(container, "miaopi_write_group_size_count")
+    entries = sample(container, "miaopi_write_group_size_sum")
+    with writer_held(container, service):
+        futures = [container.committer.submit(p) for p in group]
+    assert futures[0].result(timeout=30).decision == "approved"
+    with pytest.raises(IssuanceConflict):
+        futures[1].result(timeout=30)
+    # the pair failed, then each alone: the faulty one failed again
+    assert sample(container, "miaopi_write_group_seconds_count", path="failed") - failed == 2
+    # the writer's own entry, the pair, and the pair's two written one by one
+    assert sample(container, "miaopi_write_group_size_count") - sizes == 4
+    assert sample(container, "miaopi_write_group_size_sum") - entries == 5
