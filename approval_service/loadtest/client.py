@@ -9,7 +9,8 @@ At low rates (one request every :data:`PUNCTUAL_FROM_NS` or less often: an idle
 service's latency) a timer's lateness, up to a millisecond and more, would be counted
 against the service: there the scheduler sleeps until :data:`SPIN_NS` before the
 request is due and then yields to the event loop until it is (answers still arrive
-meanwhile), a few per cent of a core at most.
+meanwhile): at most 1.5 ms of a core a request, 7.5 % of a core at 50/s, 1.5 % at 10/s.
+From 51/s up the timer's lateness (about 0.6 ms at the median) is in the latencies.
 
 HTTP/1.1 without pipelining: a connection carries one request at a time. The pool of
 ``connections`` is opened before the clock starts. When no connection is idle (and
@@ -32,7 +33,7 @@ import resource
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -136,6 +137,8 @@ class Engine:
         self.requests = plan.requests
         self.interval_ns = 1e9 / rate
         self.rate = rate
+        self.clock: Callable[[], int] = time.perf_counter_ns  # the scheduler's (tests: a fake)
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self.max_conns = max(1, connections)
         self.timeout_ns = int(timeout_s * 1e9)
         self.drain_ns = int(drain_s * 1e9)
@@ -307,7 +310,7 @@ class Engine:
             self.idle.append(conn)
         self.peak = self.open_conns
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-        self.start = time.perf_counter_ns() + 20_000_000
+        self.start = self.clock() + 20_000_000
         self._next_progress = self.start
         ticker = asyncio.get_running_loop().create_task(self._ticker())
         try:
@@ -351,11 +354,12 @@ class Engine:
     async def _schedule(self, n: int) -> None:
         i = 0
         lag, queue, idle = self.lag, self.queue, self.idle
+        clock, sleep = self.clock, self.sleep
         while i < n:
-            now = time.perf_counter_ns()
+            now = clock()
             due = self._scheduled(i)
             if due > now:
-                await asyncio.sleep(sleep_for(due - now, self.interval_ns))
+                await sleep(sleep_for(due - now, self.interval_ns))
                 continue
             while i < n and self._scheduled(i) <= now:
                 lag[i] = now - self._scheduled(i)
@@ -372,9 +376,9 @@ def sleep_for(wait_ns: int, interval_ns: float) -> float:
     """Seconds the scheduler sleeps when the next request is due in ``wait_ns``: 0 is
     one turn of the event loop (a punctual scheduler close to the moment)."""
     if interval_ns >= PUNCTUAL_FROM_NS:
-        if wait_ns <= SPIN_NS + MIN_SLEEP_NS:  # no timer is short and exact enough
+        if wait_ns <= SPIN_NS:
             return 0.0
-        return (wait_ns - SPIN_NS) / 1e9
+        return max(wait_ns - SPIN_NS, MIN_SLEEP_NS) / 1e9  # may wake inside SPIN_NS
     # the loop's timers have 1 ms resolution: a shorter sleep would spin
     return max(wait_ns, MIN_SLEEP_NS) / 1e9
 

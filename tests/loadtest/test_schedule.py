@@ -8,6 +8,7 @@ the queue grows and so does the latency of later requests (no coordinated omissi
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from datetime import date
 
@@ -117,7 +118,8 @@ MS = 1_000_000
         (100 * MS, 100 * MS, 0.0985),
         (30 * MS, 20 * MS, 0.0285),
         (3 * MS, 100 * MS, 0.0015),
-        (2_500_000, 100 * MS, 0.0),  # no timer short and exact enough
+        (2_000_000, 100 * MS, 0.001),  # the shortest timer; it may wake inside the 1.5 ms
+        (1_500_000, 100 * MS, 0.0),
         (1 * MS, 100 * MS, 0.0),
         (1, 20 * MS, 0.0),
     ],
@@ -128,10 +130,38 @@ def test_a_slow_schedule_is_kept_closely_a_fast_one_without_spinning(
     assert client.sleep_for(wait_ns, interval_ns) == pytest.approx(seconds)
 
 
-def test_a_punctual_schedule_sends_every_request_never_early() -> None:
+LATE_NS = 800_000  # how late the fake event loop's timers fire
+TURN_NS = 5_000  # what one turn of its loop takes
+
+
+def dispatch_lags(rate: float, count: int) -> list[int]:
+    """Each request's dispatch lag under a fake clock whose timers fire late."""
+    engine = client.Engine("127.0.0.1", 1, plan_of(count), rate=rate)
+    now = [0]
+
+    async def late_sleep(seconds: float) -> None:
+        now[0] += round(seconds * 1e9) + LATE_NS if seconds > 0 else TURN_NS
+
+    engine.clock, engine.sleep = (lambda: now[0]), late_sleep
+    engine.start = 10 * MS
+    engine.max_conns = 0  # nothing is sent: the requests queue, their lag recorded
+    asyncio.run(engine._schedule(count))
+    return list(engine.lag)
+
+
+def test_a_slow_schedule_dispatches_on_the_moment_although_timers_fire_late() -> None:
+    lags = dispatch_lags(rate=10, count=20)
+    assert max(lags) <= TURN_NS  # the loop turned to the moment, the late timer woke early
+
+
+def test_a_fast_schedule_trusts_its_timer_and_is_late_with_it() -> None:
+    lags = dispatch_lags(rate=200, count=20)
+    assert sorted(lags)[len(lags) // 2] >= LATE_NS // 2  # no spinning at 200/s
+
+
+def test_a_punctual_schedule_sends_every_request_and_gets_every_answer() -> None:
     plan = plan_of(10)
     with stub_server() as port:
         result = client.run("127.0.0.1", port, plan, rate=50)
     summary = summarize(result, plan)
     assert summary["errors"] == 0 and summary["answered"] == 10
-    assert min(result.lag_ns) >= 0  # dispatched at or after its moment, never before
