@@ -69,11 +69,11 @@ def main() -> None:
     database = f"miaopi_floor_{os.getpid()}"
     key = f"miaopi_floor_{os.getpid()}:hash"
     cache = redis.Redis.from_url(REDIS_URL)
-    cache.hset(key, mapping={"status": "alive", "hukou_region": "341602"})
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{database}"')
     url = PG_ADMIN.rsplit("/", 1)[0] + f"/{database}"
     try:
+        cache.hset(key, mapping={"status": "alive", "hukou_region": "341602"})
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{database}"')
         with psycopg.connect(url, prepare_threshold=None) as conn:
             conn.execute("CREATE TABLE floor_rows (id bigserial PRIMARY KEY, body text)")
             conn.commit()

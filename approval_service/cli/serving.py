@@ -61,7 +61,13 @@ def _metrics_across(workers: int) -> Iterator[None]:
     """Several workers count into one folder (prometheus_client's multiprocess mode), so
     ``/metrics`` on any of them gives the service's totals; an operator's own
     ``PROMETHEUS_MULTIPROC_DIR`` is used as it is. The workers inherit the variable."""
-    if workers == 1 or os.environ.get(MULTIPROC_ENV):
+    given = os.environ.get(MULTIPROC_ENV)
+    if given and any(Path(given).glob("*.db")):
+        console.print(
+            f"[yellow]warning:[/] {MULTIPROC_ENV} ({given}) holds values of an earlier run, "
+            "which /metrics adds in: empty it before each start"
+        )
+    if workers == 1 or given:
         yield
         return
     with tempfile.TemporaryDirectory(prefix="miaopi-metrics-") as folder:
