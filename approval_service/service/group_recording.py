@@ -90,34 +90,35 @@ class GroupRecorder:
         card number). A small group goes at once (one round trip) when it can, with
         card numbers drawn ahead by earlier groups (:attr:`spare_cards`).
         """
-        metrics = self.c.metrics
         started = time.perf_counter()
+        path: str | None = None  # the way the group went, counted once it is known
         timed = "failed"  # what the group's time is counted under, if it raises
         try:
             if self._at_once_possible(group):
                 outcomes = self._record_at_once(conn, group)
-                path = "at_once" if outcomes is not None else "refused_at_once"
-                metrics.labelled(metrics.groups, path).inc()
                 if outcomes is not None:
-                    timed = path
+                    path = timed = "at_once"
                     return outcomes
+                path = "refused_at_once"
             else:
                 path = "checked"
-                metrics.labelled(metrics.groups, path).inc()
             outcomes = self._record_checked(conn, group)
             timed = path
             return outcomes
         finally:
-            self._timed(timed, started)
+            self._count(path, timed, started)
 
-    def _timed(self, path: str, started: float) -> None:
-        """Observe a group's time. On PostgreSQL the group has committed by now, and
-        nothing may fail after that (the writer would do the group again): never raises."""
+    def _count(self, path: str | None, timed: str, started: float) -> None:
+        """Count the group's way and time. On PostgreSQL the group has committed by now,
+        and nothing may fail after that (the writer would do the group again): never
+        raises."""
         metrics = self.c.metrics
         try:
-            metrics.labelled(metrics.group_seconds, path).observe(time.perf_counter() - started)
+            if path is not None:
+                metrics.labelled(metrics.groups, path).inc()
+            metrics.labelled(metrics.group_seconds, timed).observe(time.perf_counter() - started)
         except Exception:
-            log.exception("observing a group's time failed")
+            log.exception("counting a group failed")
 
     def _at_once_possible(self, group: Sequence[Pending]) -> bool:
         """A small PostgreSQL group that needs nothing read first: its cards' numbers at
