@@ -48,9 +48,12 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from e2e_support import (
+    PG_ADMIN,
     Cpu,
     Server,
     code_revision,
+    database_url,
+    drop_database,
     free_port,
     machine,
     profile_summary,
@@ -59,7 +62,6 @@ from e2e_support import (
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PG_ADMIN = os.environ.get("MIAOPI_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -214,16 +216,11 @@ def summary_table(real: dict[str, Any], base: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def drop_database(database: str) -> None:
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-
-
 def settle(database: str | None) -> None:
     """Write PostgreSQL's dirty pages out now (``CHECKPOINT``), and ``VACUUM`` the
     database if given, so that neither runs in the middle of the next measured run."""
     if database is not None:
-        with psycopg.connect(f"{PG_ADMIN.rsplit('/', 1)[0]}/{database}", autocommit=True) as db:
+        with psycopg.connect(database_url(database), autocommit=True) as db:
             db.execute("VACUUM")
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         admin.execute("CHECKPOINT")
@@ -263,7 +260,7 @@ def main() -> None:
     key = secrets.token_urlsafe(16)
     env = {
         **os.environ,
-        "MIAOPI_DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{database}",
+        "MIAOPI_DATABASE_URL": database_url(database),
         "MIAOPI_REDIS_URL": REDIS_URL,
         "MIAOPI_REDIS_PREFIX": prefix,
         "MIAOPI_API_KEYS": f"bench:{key}",

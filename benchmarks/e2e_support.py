@@ -1,4 +1,5 @@
-"""Helpers of ``benchmarks/e2e.py``: servers we start and stop by PID, CPU accounting, profiles."""
+"""Helpers of the benchmarks: servers we start and stop by PID, CPU accounting, profiles,
+scratch databases."""
 
 from __future__ import annotations
 
@@ -9,11 +10,37 @@ import subprocess
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 TICK = os.sysconf("SC_CLK_TCK")
+PG_ADMIN = os.environ.get("MIAOPI_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def database_url(name: str) -> str:
+    """The URL of database ``name`` on the server of :data:`PG_ADMIN`."""
+    return f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}"
+
+
+def drop_database(name: str) -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def scratch_database(name: str) -> Iterator[str]:
+    """A database of the benchmark's own for the block (its URL), dropped afterwards."""
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield database_url(name)
+    finally:
+        drop_database(name)
 
 
 def free_port() -> int:

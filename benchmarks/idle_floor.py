@@ -28,15 +28,19 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psycopg
 import redis
 
 from data_lookups.statement_batch import StatementBatch
 
-PG_ADMIN = os.environ.get("MIAOPI_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from e2e_support import scratch_database
+
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ROW = "x" * 2500  # about one decision record
 
@@ -66,15 +70,14 @@ def main() -> None:
     if args.requests < 10:
         parser.error("--requests: at least 10, for a median and a p90")
 
-    database = f"miaopi_floor_{os.getpid()}"
     key = f"miaopi_floor_{os.getpid()}:hash"
     cache = redis.Redis.from_url(REDIS_URL)
-    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{database}"
     try:
         cache.hset(key, mapping={"status": "alive", "hukou_region": "341602"})
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{database}"')
-        with psycopg.connect(url, prepare_threshold=None) as conn:
+        with (
+            scratch_database(f"miaopi_floor_{os.getpid()}") as url,
+            psycopg.connect(url, prepare_threshold=None) as conn,
+        ):
             conn.execute("CREATE TABLE floor_rows (id bigserial PRIMARY KEY, body text)")
             conn.commit()
 
@@ -105,8 +108,6 @@ def main() -> None:
     finally:
         cache.delete(key)
         cache.close()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{database}"')
     if args.json:
         print(json.dumps({"pause_ms": args.pause_ms, "requests": args.requests, **figures}))
         return

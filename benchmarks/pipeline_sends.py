@@ -25,15 +25,19 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from data_lookups.statement_batch import StatementBatch
 
-PG_ADMIN = os.environ.get("MIAOPI_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from e2e_support import scratch_database
+
 LOCK = (
     "SELECT count(pg_advisory_xact_lock(hashtextextended(id, 0))) "
     "FROM unnest(string_to_array(%(ids)s, ',')) AS id"
@@ -132,12 +136,7 @@ def main() -> None:
     ways: tuple[Way, Way] = (
         (through_psycopg, through_batch) if args.compare == "pipeline" else (by_copy, in_the_batch)
     )
-    name = f"miaopi_pipeline_sends_{secrets.token_hex(4)}"
-    base = PG_ADMIN.rsplit("/", 1)[0]
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"{base}/{name}"
-    try:
+    with scratch_database(f"miaopi_pipeline_sends_{secrets.token_hex(4)}") as url:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(
                 "CREATE TABLE scratch (id text PRIMARY KEY, channel text, decision text, "
@@ -153,9 +152,6 @@ def main() -> None:
                     f"  round {r + 1}  {way.__name__:16s} client {cpu:6.1f} µs  "
                     f"backend {backend:6.1f} µs  wall {wall:6.1f} µs"
                 )
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":
