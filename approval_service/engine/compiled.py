@@ -130,13 +130,7 @@ def generate(policy: Policy, trace: bool) -> tuple[str, dict[str, Any]]:
             emit(indent, f"if not {test}:")
             w(f"{indent}    {target}.append({reason})")
             continue
-        head = gen.const(
-            {
-                "code": condition.code,
-                "require": condition.require.source,
-                "on_fail": condition.on_fail,
-            }
-        )
+        code = repr(condition.code)
         points = trace_points(condition.require.node, condition.require.source)
         values = ", ".join(f"{text!r}: {_safe(gen, node)}" for text, node in points)
         emit(indent, f"_ok = bool({test})")
@@ -144,14 +138,14 @@ def generate(policy: Policy, trace: bool) -> tuple[str, dict[str, Any]]:
         w(f"{indent}    {target}.append({reason})")
         emit(
             indent,
-            f"_trace.append({{**{head}, 'outcome': 'passed' if _ok else 'failed', "
+            f"_trace.append({{'code': {code}, 'outcome': 'passed' if _ok else 'failed', "
             f"'values': {{{values}}}}})",
         )
         if guard:
             names = ", ".join(repr(r) for r in sorted(condition.require.reads))
             w("    else:")
             w(
-                f"        _trace.append({{**{head}, 'outcome': 'skipped', "
+                f"        _trace.append({{'code': {code}, 'outcome': 'skipped', "
                 f"'absent': [_n for _n in ({names},) if facts[_n] is None], 'values': {{}}}})"
             )
     tail = ", 'trace': _trace" if trace else ""

@@ -157,12 +157,7 @@ def compute_result(policy: Policy, env: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def trace_entry(condition: Condition, outcome: str, env: Mapping[str, Any]) -> dict[str, Any]:
-    entry: dict[str, Any] = {
-        "code": condition.code,
-        "require": condition.require.source,
-        "on_fail": condition.on_fail,
-        "outcome": outcome,
-    }
+    entry: dict[str, Any] = {"code": condition.code, "outcome": outcome}
     if outcome == "skipped":
         entry["absent"] = sorted(r for r in condition.require.reads if env[r] is None)
         entry["values"] = {}

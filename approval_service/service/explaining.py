@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from approval_service.engine.backends import BACKENDS
+from approval_service.engine.trace import with_conditions
 from approval_service.errors import MiaopiError, RequestError
 from approval_service.policy.loader import load_policy_text
 from approval_service.policy.model import Policy
@@ -52,7 +53,7 @@ def explain(
             "decision": doc["decision"],
             "reasons": doc["reasons"],
             "result": doc["result"],
-            "trace": doc["trace"],
+            "trace": with_conditions(policy, doc["trace"]),
             "policy": {"id": policy.item, "version": policy.version, "sha256": policy.sha256},
         }
     )
@@ -121,7 +122,7 @@ def replay(container: Container, application_id: str) -> dict[str, Any]:
         "stored": stored,
         "replayed": replayed,
         "reproduced": replayed == stored,
-        "trace": jsonable(then["trace"]),
+        "trace": jsonable(with_conditions(then_policy, then["trace"])),
     }
     current = container.policies.deciders.get(row["item"])
     if current is not None:

@@ -2,9 +2,11 @@
 
 A record keeps what is needed to explain the decision again later exactly as it
 was made: the policy version (its full text is kept by sha256 in
-``policy_versions``), the business date, the facts read, the trace, the
-decision, the result, the timings, and the response document as first
-returned (replayed for a repeated ``Idempotency-Key``).
+``policy_versions``), the business date, the facts read, the trace (each
+condition's code, outcome and the values it read: its text and what its failure
+does are in that policy text, not repeated in every record), the decision, the
+result, the timings, and the response document as first returned (replayed for a
+repeated ``Idempotency-Key``).
 
 The applicant's ID number is stored (an officer's approval must issue to the
 right person), next to its masked form, which is what logs and lists show.

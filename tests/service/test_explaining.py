@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from approval_service.cli.main import app
+from approval_service.service import records
 from approval_service.service.applications import ApplicationService
 from approval_service.service.clock import FixedClock
 from approval_service.service.container import Container
@@ -55,6 +56,7 @@ def test_explain_shows_every_condition_and_issues_nothing(setup: tuple[Settings,
     ]
     age = next(t for t in doc["trace"] if t["code"] == "AGE_BELOW_MIN")
     assert age["outcome"] == "failed" and age["values"] == {"age": 66, "min_age": 80}
+    assert age["require"] == "age >= min_age" and age["on_fail"] == "reject"
     assert (
         explain(container, "elderly-allowance", young, as_of=date(2040, 1, 1))["decision"]
         == "approved"
@@ -69,6 +71,12 @@ def test_replay_uses_the_policy_it_was_decided_with(setup: tuple[Settings, str, 
     container = Container.build(settings, clock=clock())
     doc, _ = ApplicationService(container).apply("portal", "elderly-allowance", old, None)
     assert doc["decision"] == "approved"
+    with container.engine.connect() as conn:
+        stored = records.get_application(conn, doc["application_id"])
+    assert stored is not None
+    # the record keeps what the decision found; the conditions' text is the policy's,
+    # kept once by its sha256, and replay shows it from there
+    assert [set(e) for e in stored["trace"]] == [{"code", "outcome", "values"}] * 5
     container.close()
     policy = Path(settings.rules_dir) / "elderly-allowance.yaml"
     policy.write_text(
@@ -82,6 +90,11 @@ def test_replay_uses_the_policy_it_was_decided_with(setup: tuple[Settings, str, 
     assert replayed["reproduced"] is True
     assert replayed["policy"]["version"] == "2025.1"
     assert replayed["replayed"]["result"]["monthly_amount"] == "60.00"
+    assert [(e["code"], e["outcome"]) for e in replayed["trace"]] == [
+        (e["code"], e["outcome"]) for e in stored["trace"]
+    ]
+    age = next(e for e in replayed["trace"] if e["code"] == "AGE_BELOW_MIN")
+    assert age["require"] == "age >= min_age" and age["on_fail"] == "reject"
     today = replayed["today"]
     assert today["policy"]["version"] == "2026.2" and today["same_decision"] is False
     assert [r["code"] for r in today["reasons"]] == ["AGE_BELOW_MIN", "ALREADY_RECEIVING"]
