@@ -18,6 +18,7 @@ PG_ADMIN_URL = os.environ.get(
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ROOT = Path(__file__).resolve().parents[1]
 IDLE_FLOOR = [sys.executable, str(ROOT / "benchmarks" / "idle_floor.py")]
+METRIC_UPDATES = [sys.executable, str(ROOT / "benchmarks" / "metric_updates.py")]
 
 
 def test_idle_floor_times_each_round_trip_and_leaves_nothing_behind() -> None:
@@ -47,3 +48,21 @@ def test_idle_floor_refuses_too_few_requests_for_a_p90() -> None:
     result = subprocess.run([*IDLE_FLOOR, "--requests", "5"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "--requests: at least 10" in result.stderr
+
+
+def test_metric_updates_times_both_ways_in_both_modes_and_removes_its_folder(
+    tmp_path: Path,
+) -> None:
+    result = subprocess.run(
+        [*METRIC_UPDATES, "--json", "--applications", "200", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["applications"] == 200
+    for mode in ("single", "multiprocess"):
+        assert figures[mode]["direct"] > 0 and figures[mode]["tallied"] > 0
+    assert not list(tmp_path.iterdir())  # the multiprocess folder is gone

@@ -70,7 +70,7 @@ def miaopi_error_response(error: errors.MiaopiError, metrics: Metrics | None) ->
     field = getattr(error, "field", None)
     message = str(error) if status != 500 else "internal error; the request changed nothing"
     if metrics is not None:
-        metrics.labelled(metrics.errors, code).inc()
+        metrics.count(metrics.labelled(metrics.errors, code))
     return error_response(status, code, message, field, headers)
 
 

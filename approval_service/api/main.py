@@ -9,8 +9,9 @@ FastAPI serves every other route and documents them all.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
@@ -23,6 +24,10 @@ from approval_service.api.routes import api_router
 from approval_service.service.applications import ApplicationService
 from approval_service.service.container import Container
 from approval_service.settings import Settings
+
+#: how often a worker passes its counts on to the metrics a scrape reads (see
+#: :mod:`approval_service.service.metric_tallies`)
+METRICS_FLUSH_SECONDS = 1.0
 
 DESCRIPTION = """秒批 miaopi: zero-material government services decided in milliseconds.
 
@@ -46,9 +51,13 @@ def create_app(
         app.state.officers = built.settings.officers()
         if container is None:  # a serving worker (tests pass their own container)
             tune_for_serving()
+        flusher = asyncio.create_task(built.metrics.flush_every(METRICS_FLUSH_SECONDS))
         try:
             yield
         finally:
+            flusher.cancel()
+            with suppress(asyncio.CancelledError):
+                await flusher
             await built.aclose_loop_clients()  # they belong to this loop, which ends here
             if container is None:
                 built.close()

@@ -77,7 +77,7 @@ class ApplicationService:
         facts = self.c.facts.gather(app.applicant_id, decider.policy.fact_names)
         decision = decider.decide(facts, now.date(), app.form)
         metrics = self.c.metrics
-        metrics.labelled(metrics.decisions, item, decision["decision"], "precheck").inc()
+        metrics.count(metrics.labelled(metrics.decisions, item, decision["decision"], "precheck"))
         doc = application_document(
             application_id=None, policy=decider.policy, decision=decision, decided_at=now
         )
@@ -171,7 +171,7 @@ class ApplicationService:
         gathered = time.perf_counter()
         now = self.c.clock.now()
         decision = decider.decide(facts, now.date(), app.form, trace=True)
-        self.c.metrics.fact_read.observe(gathered - started)
+        self.c.metrics.observe(self.c.metrics.fact_read, gathered - started)
         timings = {
             "gather_ms": (gathered - started) * 1e3,
             "decide_ms": (time.perf_counter() - gathered) * 1e3,
@@ -215,9 +215,9 @@ class ApplicationService:
         item = p.decider.policy.item
         metrics = self.c.metrics
         if outcome.issued:
-            metrics.labelled(metrics.issued, item).inc()
-        metrics.labelled(metrics.decisions, item, outcome.decision, "apply").inc()
-        metrics.labelled(metrics.latency, item).observe(time.perf_counter() - p.started)
+            metrics.count(metrics.labelled(metrics.issued, item))
+        metrics.count(metrics.labelled(metrics.decisions, item, outcome.decision, "apply"))
+        metrics.observe(metrics.labelled(metrics.latency, item), time.perf_counter() - p.started)
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "application %s %s for %s: %s",

@@ -115,8 +115,10 @@ class GroupRecorder:
         metrics = self.c.metrics
         try:
             if path is not None:
-                metrics.labelled(metrics.groups, path).inc()
-            metrics.labelled(metrics.group_seconds, timed).observe(time.perf_counter() - started)
+                metrics.count(metrics.labelled(metrics.groups, path))
+            metrics.observe(
+                metrics.labelled(metrics.group_seconds, timed), time.perf_counter() - started
+            )
         except Exception:
             log.exception("counting a group failed")
 

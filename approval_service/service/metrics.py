@@ -5,16 +5,23 @@ N``) a scrape reaches one of them, so ``miaopi serve`` then runs prometheus_clie
 multiprocess mode (:data:`MULTIPROC_ENV`, a folder each worker writes its values to)
 and :func:`exposition` adds every worker's values up: whichever worker answers
 ``/metrics`` gives the whole service's totals.
+
+The service counts through :meth:`Metrics.count` and :meth:`Metrics.observe`, which add
+up in the process (:mod:`~approval_service.service.metric_tallies`) until
+:meth:`Metrics.flush`: before every exposition, and once a second in a serving worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.metrics import MetricWrapperBase
+
+from approval_service.service.metric_tallies import Tallies
 
 #: set (to an empty folder) before the workers start, their values add up (see above)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -31,6 +38,7 @@ class Metrics:
 
     def __post_init__(self) -> None:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._tallies = Tallies()
         self.decisions = Counter(
             "miaopi_decisions",
             "Decisions made, by item, outcome and kind (apply/precheck)",
@@ -93,10 +101,33 @@ class Metrics:
             registry=self.registry,
         )
 
+    def count(self, child: Any, amount: float = 1.0) -> None:
+        """Add ``amount`` to a counter (or a labelled child of one), at the next flush."""
+        self._tallies.count(child, amount)
+
+    def observe(self, child: Any, value: float) -> None:
+        """Observe ``value`` in a histogram (or a labelled child of one), at the next flush."""
+        self._tallies.observe(child, value)
+
+    def flush(self) -> None:
+        """Pass what was counted since the last flush on to the registry (and, in
+        multiprocess mode, to this worker's file)."""
+        self._tallies.flush()
+
+    async def flush_every(self, seconds: float) -> None:
+        """Flush every ``seconds`` until cancelled, then once more: a serving worker's
+        counts reach the scrapes that other workers answer (multiprocess mode)."""
+        try:
+            while True:
+                await asyncio.sleep(seconds)
+                self.flush()
+        finally:
+            self.flush()
+
     def observe_group(self, size: int, waited: float) -> None:
         """The writer starts on a group of ``size``; its first waited ``waited`` seconds."""
-        self.group_size.observe(size)
-        self.group_wait.observe(waited)
+        self.observe(self.group_size, size)
+        self.observe(self.group_wait, waited)
 
     def labelled(self, metric: MetricWrapperBase, *values: str) -> Any:
         """``metric.labels(*values)``, kept: the lookup and checks run once per label set."""
@@ -107,14 +138,15 @@ class Metrics:
         return child
 
 
-def exposition(registry: CollectorRegistry) -> bytes:
-    """The text a scrape gets: every worker's values added up in multiprocess mode, else
-    this process's ``registry``."""
+def exposition(metrics: Metrics) -> bytes:
+    """The text a scrape gets, this process's pending counts included: every worker's
+    values added up in multiprocess mode, else this process's registry."""
+    metrics.flush()
     if MULTIPROCESS:
         every_worker = CollectorRegistry()
         multiprocess.MultiProcessCollector(every_worker)  # type: ignore[no-untyped-call]
         return generate_latest(every_worker)
-    return generate_latest(registry)
+    return generate_latest(metrics.registry)
 
 
 class CountingCache:
@@ -122,6 +154,7 @@ class CountingCache:
 
     def __init__(self, inner: object, metrics: Metrics) -> None:
         self._inner = inner
+        self._count = metrics.count
         self.hits = Counter(
             "miaopi_fact_cache_hits",
             "Fact bundles served from the cache",
@@ -135,17 +168,17 @@ class CountingCache:
 
     def get(self, id_number: str, stamp: object) -> object:
         found = self._inner.get(id_number, stamp)  # type: ignore[attr-defined]
-        (self.misses if found is None else self.hits).inc()
+        self._count(self.misses if found is None else self.hits)
         return found
 
     def peek(self, id_number: str) -> object:
         found = self._inner.peek(id_number)  # type: ignore[attr-defined]
-        (self.misses if found is None else self.hits).inc()
+        self._count(self.misses if found is None else self.hits)
         return found
 
     async def apeek(self, id_number: str) -> object:
         found = await self._inner.apeek(id_number)  # type: ignore[attr-defined]
-        (self.misses if found is None else self.hits).inc()
+        self._count(self.misses if found is None else self.hits)
         return found
 
     def __getattr__(self, name: str) -> object:

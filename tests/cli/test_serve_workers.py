@@ -1,6 +1,6 @@
 """``miaopi serve --workers 2``: a scrape of /metrics reaches one worker, and gives the
 whole service's totals (prometheus_client's multiprocess mode, in a temporary folder
-that ``serve`` removes when it stops)."""
+that ``serve`` removes when it stops), each worker's counts at most a flush late."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from approval_service.api.main import METRICS_FLUSH_SECONDS
 from tests.api.server import free_port
 from tests.service.record_rows import OLD, new_id
 
@@ -82,6 +83,10 @@ def test_metrics_add_up_every_workers_counts(tmp_path: Path) -> None:
             statuses = {call(port, "POST", "/v1/precheck", body)[0] for _ in range(ROUND)}
             assert statuses == {404}
             sent += ROUND
+        # each worker passes its counts on to its file once a second (metric_tallies)
+        deadline = time.monotonic() + 10 * METRICS_FLUSH_SECONDS
+        while sum(by_worker(folder)) < sent and time.monotonic() < deadline:
+            time.sleep(0.1)
         counts = by_worker(folder)
         assert len(counts) == 2 and sum(counts) == sent  # both workers answered some
         scrapes = [unknown_items(call(port, "GET", "/metrics")[1].decode()) for _ in range(10)]

@@ -46,6 +46,7 @@ PATHS = ("at_once", "checked", "refused_at_once")
 
 def write_paths(container: Container) -> dict[str, float]:
     """How many groups went each way so far (the miaopi_write_groups counter)."""
+    container.metrics.flush()
     sample = container.metrics.registry.get_sample_value
     return {path: sample("miaopi_write_groups_total", {"path": path}) or 0.0 for path in PATHS}
 

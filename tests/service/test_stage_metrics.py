@@ -23,6 +23,7 @@ HELD_S = 0.06
 
 
 def sample(container: Container, name: str, **labels: str) -> float:
+    container.metrics.flush()
     return container.metrics.registry.get_sample_value(name, labels) or 0.0
 
 

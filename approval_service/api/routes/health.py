@@ -45,4 +45,4 @@ async def readyz(container: ContainerDep) -> Any:
 
 @router.get("/metrics", summary="Prometheus metrics")
 async def metrics(container: ContainerDep) -> Response:
-    return Response(exposition(container.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(container.metrics), media_type=CONTENT_TYPE_LATEST)
