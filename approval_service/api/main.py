@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
@@ -56,11 +56,13 @@ def create_app(
             yield
         finally:
             flusher.cancel()
-            with suppress(asyncio.CancelledError):
-                await flusher
-            await built.aclose_loop_clients()  # they belong to this loop, which ends here
-            if container is None:
-                built.close()
+            try:
+                # its last flush; a cancellation of this lifespan itself still propagates
+                await asyncio.gather(flusher, return_exceptions=True)
+            finally:
+                await built.aclose_loop_clients()  # this loop's clients: it ends here
+                if container is None:
+                    built.close()
 
     app = FastAPI(
         title="miaopi 秒批",

@@ -145,3 +145,22 @@ def test_a_workers_flusher_passes_counts_on_while_it_runs_and_when_it_stops() ->
         assert issued() == 2.0  # the last counts, flushed as the worker stops
 
     asyncio.run(run())
+
+
+def test_a_metric_that_refuses_its_update_is_logged_and_the_others_get_theirs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = Metrics()
+    metrics.count(metrics.errors)  # labelled, but passed without its labels: refused
+    metrics.observe(metrics.latency, 0.01)  # the same, for a histogram
+    metrics.count(metrics.issued.labels("senior-card-new"))
+    metrics.observe(metrics.fact_read, 0.001)
+    with caplog.at_level("ERROR", logger="approval_service.service.metric_tallies"):
+        metrics.flush()  # does not raise
+    assert [r.getMessage() for r in caplog.records] == [
+        "a counter refused its update of 1.0",
+        "a histogram refused its update of 1 values",
+    ]
+    get = metrics.registry.get_sample_value
+    assert get("miaopi_issued_total", {"item": "senior-card-new"}) == 1.0
+    assert get("miaopi_fact_read_seconds_count", {}) == 1.0
