@@ -37,7 +37,6 @@ class Tallies:
         self._counts: dict[Any, float] = {}
         #: histogram child -> [sum, count per bucket (the last one +Inf)]
         self._observed: dict[Any, list[Any]] = {}
-        self._bounds: dict[Any, list[float]] = {}
 
     def count(self, child: Any, amount: float = 1.0) -> None:
         """``child.inc(amount)``, later: ``child`` is a counter (or a labelled child of one)."""
@@ -47,9 +46,7 @@ class Tallies:
     def observe(self, child: Any, value: float) -> None:
         """``child.observe(value)``, later: ``child`` is a histogram without labels or a
         labelled child of one."""
-        bounds = self._bounds.get(child)
-        if bounds is None:
-            bounds = self._bounds[child] = list(child._upper_bounds)
+        bounds = child._upper_bounds
         # prometheus_client counts a value in the first bucket whose bound it does not
         # exceed (``value <= bound``): bisect_left finds that bucket
         bucket = bisect_left(bounds, value)
