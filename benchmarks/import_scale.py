@@ -16,7 +16,6 @@ temporary SQLite file instead.
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import sys
 import tempfile
@@ -25,15 +24,14 @@ from datetime import date
 from pathlib import Path
 
 import orjson
-import psycopg
 
 from data_lookups.database import ensure_schema, make_engine
 from data_lookups.importer import import_directory
 from data_lookups.synthetic import generate_registry
 
-PG_ADMIN_URL = os.environ.get(
-    "MIAOPI_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from e2e_support import scratch_database
+
 AS_OF = date(2026, 11, 23)
 
 
@@ -105,16 +103,10 @@ def main() -> None:
             _timed_import(f"sqlite:///{scratch}/registry.sqlite3", directory, "sqlite")
             return
         name = f"miaopi_scale_{secrets.token_hex(4)}"
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        try:
-            url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+        with scratch_database(name) as url:
             _timed_import(url, directory, "postgresql")
             if not args.only:
                 _timed_gathers(url, directory)
-        finally:
-            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":

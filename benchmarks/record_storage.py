@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -38,8 +39,10 @@ from approval_service.settings import Settings
 from data_lookups.importer import import_directory
 from data_lookups.synthetic import generate_registry
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from e2e_support import scratch_database
+
 ROOT = Path(__file__).resolve().parents[1]
-PG_ADMIN = os.environ.get("MIAOPI_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 GROUP = 50
 #: the secondary indexes of ``applications`` before migration 0016, for ``--compare indexes``
 INDEXES_BEFORE_0016 = [
@@ -124,10 +127,7 @@ def main() -> None:
     parser.add_argument("--compare", choices=["target", "indexes"], default="target")
     args = parser.parse_args()
     database = f"miaopi_records_{os.getpid()}_{secrets.token_hex(3)}"
-    url = f"{PG_ADMIN.rsplit('/', 1)[0]}/{database}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{database}"')
-    try:
+    with scratch_database(database) as url:
         started = time.perf_counter()
         make_records(url, args.people, args.applications)
         with psycopg.connect(url, autocommit=True) as conn:
@@ -163,9 +163,6 @@ def main() -> None:
                           f"{compressed} of {len(rows)} traces compressed, "
                           f"{size / len(rows):.0f} bytes a record on disk")  # fmt: skip
             conn.execute("DROP TABLE IF EXISTS scratch_records")
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 if __name__ == "__main__":
