@@ -25,7 +25,7 @@ from sqlalchemy import Connection, exc
 
 from approval_service.engine.backends import Decider
 from approval_service.service import group_store, records
-from approval_service.service.documents import application_document
+from approval_service.service.documents import application_document, recorded_document
 from approval_service.service.identifiers import time_ordered_id
 from approval_service.service.pending import (
     Outcome,
@@ -97,8 +97,8 @@ class ApplicationService:
         return self.present(row)
 
     def present(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        """The stored document, with the supervision light as of now for open referrals."""
-        doc = dict(row["document"])
+        """The recorded document, with the supervision light as of now for open referrals."""
+        doc = recorded_document(row, self.c.clock.zone, self.c.calendar)
         if row["deadline"] is not None:
             deadline = row["deadline"]
             doc["deadline"] = deadline.isoformat()
@@ -204,7 +204,11 @@ class ApplicationService:
         key = (p.channel, p.idempotency_key)
         with read_connection(self.c.engine) as conn:
             found = group_store.earlier_answers(conn, [key])
-        earlier = first_answer(found[key], p.digest) if key in found else None
+        earlier = (
+            first_answer(found[key], p.digest, self.c.clock.zone, self.c.calendar)
+            if key in found
+            else None
+        )
         if earlier is not None:
             log.info("an idempotent retry raced the first request; returning the first response")
         return earlier

@@ -9,11 +9,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import orjson
 
 from approval_service.policy.model import Policy
+
+if TYPE_CHECKING:
+    from approval_service.service.workdays import WorkCalendar
 
 
 def jsonable(value: Any) -> Any:
@@ -99,3 +103,53 @@ def application_document(
     if application_id is None:
         del doc["application_id"]
     return doc
+
+
+def recorded_document(
+    record: Mapping[str, Any], zone: ZoneInfo, calendar: WorkCalendar
+) -> dict[str, Any]:
+    """The document a decision record answers with: as stored, for records written before
+    migration 0017, or else made from the record's columns, as it was first answered
+    (with the supervision light of the day of decision, as then; a reviewed case with
+    its review instead). ``record`` is a row of ``applications`` (only the columns read
+    here are needed) or a mapping with a ``document``.
+
+    The moments are shown in ``zone``, the city's: PostgreSQL gives them in the
+    session's zone, SQLite as the wall time they were written in (always the city's).
+    """
+    stored = record.get("document")
+    if stored is not None:
+        return dict(stored)
+    item = record["item"]
+    doc: dict[str, Any] = {
+        "application_id": record["id"],
+        "item": item,
+        "decision": record["decision"],
+        "reasons": [dict(r) for r in record["reasons"]],
+        "result": dict(record["result"]),
+        "policy": {
+            "id": item,
+            "version": record["policy_version"],
+            "sha256": record["policy_sha256"],
+        },
+        "decided_at": _shown(record["decided_at"], zone),
+    }
+    deadline: date | None = record["deadline"]
+    reviewed_at: datetime | None = record["reviewed_at"]
+    if deadline is not None:
+        doc["deadline"] = deadline.isoformat()
+        if reviewed_at is None:
+            doc["supervision"] = calendar.supervision(record["business_date"], deadline)
+    if reviewed_at is not None:
+        doc["review"] = {
+            "officer": record["officer"],
+            "decision": record["review_state"],
+            "reviewed_at": _shown(reviewed_at, zone),
+        }
+    return doc
+
+
+def _shown(moment: datetime, zone: ZoneInfo) -> str:
+    """A stored moment in the city's zone, to the second, with its UTC offset."""
+    local = moment.replace(tzinfo=zone) if moment.tzinfo is None else moment.astimezone(zone)
+    return local.isoformat(timespec="seconds")

@@ -177,13 +177,13 @@ class GroupRecorder:
         for p in group:
             key = None if p.idempotency_key is None else (p.channel, p.idempotency_key)
             if key is not None and key in earlier:  # a repeat: the first answer, nothing new
-                document = first_answer(earlier[key], p.digest)
+                document = first_answer(earlier[key], p.digest, self.c.clock.zone, self.c.calendar)
                 outcomes.append(Outcome(document, False, "", False, False))
                 continue
             outcome, built = self._record_one(conn, issuer, p, stamps, changed)
             outcomes.append(outcome)
             if key is not None:  # its twin later in this group gets the same answer
-                earlier[key] = (p.digest, outcome.document)
+                earlier[key] = (p.digest, {"document": outcome.document})
             rows.extend(built)
         # kept before the commit: nothing may fail once the group is durable, or the
         # writer would take the group for failed and do its entries again, one by one

@@ -42,8 +42,26 @@ from data_lookups.issuance_pipeline import PipelinedIssuer, translated
 from data_lookups.statement_batch import StatementBatch
 
 Row = Mapping[str, Any]
-#: (channel, Idempotency-Key) -> (hash of the first request, its response document)
+#: (channel, Idempotency-Key) -> (hash of the first request, its record's columns that
+#: make its response document: documents.recorded_document)
 Earlier = dict[tuple[str, str], tuple[str | None, dict[str, Any]]]
+#: what documents.recorded_document reads of a record
+DOCUMENT_COLUMNS = (
+    "id",
+    "item",
+    "decision",
+    "reasons",
+    "result",
+    "policy_version",
+    "policy_sha256",
+    "business_date",
+    "decided_at",
+    "deadline",
+    "officer",
+    "review_state",
+    "reviewed_at",
+    "document",
+)
 
 # ID numbers are digits and X: joined by commas they pass as one text parameter,
 # which psycopg sends without inspecting a list element by element
@@ -58,7 +76,9 @@ _LOCK = (
 
 # joined on both columns so the unique index (channel, idempotency_key) is searched
 _EARLIER = (
-    "SELECT a.channel, a.idempotency_key, a.request_hash, a.document FROM applications a "
+    "SELECT a.channel, a.idempotency_key, a.request_hash, "
+    + ", ".join(f"a.{column}" for column in DOCUMENT_COLUMNS)
+    + " FROM applications a "
     "JOIN unnest(%(channels)s::text[], %(keys)s::text[]) AS k(channel, key) "
     "ON a.channel = k.channel AND a.idempotency_key = k.key"
 )
@@ -179,7 +199,10 @@ def _key_params(wanted: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
 
 
 def _earlier(rows: Iterable[Sequence[Any]]) -> Earlier:
-    return {(channel, key): (digest, dict(document)) for channel, key, digest, document in rows}
+    return {
+        (channel, key): (digest, dict(zip(DOCUMENT_COLUMNS, record, strict=True)))
+        for channel, key, digest, *record in rows
+    }
 
 
 def joined_ids(id_numbers: Iterable[str]) -> str:
@@ -201,11 +224,11 @@ def earlier_answers(conn: Connection, keys: Iterable[tuple[str, str]]) -> Earlie
             rows = driver.execute(_EARLIER, _key_params(wanted), prepare=False).fetchall()
     else:
         c = applications.c
-        query = select(c.channel, c.idempotency_key, c.request_hash, c.document).where(
-            tuple_(c.channel, c.idempotency_key).in_(sorted(wanted))
-        )
+        query = select(
+            c.channel, c.idempotency_key, c.request_hash, *(c[n] for n in DOCUMENT_COLUMNS)
+        ).where(tuple_(c.channel, c.idempotency_key).in_(sorted(wanted)))
         rows = [tuple(r) for r in conn.execute(query)]
-    return {(channel, key): (digest, dict(document)) for channel, key, digest, document in rows}
+    return _earlier(rows)
 
 
 #: rows of one table in a group from which ``COPY`` inserts them, not one ``INSERT`` each:

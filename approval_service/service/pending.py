@@ -14,13 +14,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Table
 
 from approval_service.engine.backends import Decider
 from approval_service.errors import RequestError
 from approval_service.service import notifications, records
-from approval_service.service.documents import application_document, project_facts
+from approval_service.service.documents import (
+    application_document,
+    project_facts,
+    recorded_document,
+)
 from approval_service.service.issuing import ISSUES_A_CARD
 from approval_service.service.prepared_rows import Prepared, prepare_row
 from approval_service.service.requests import Application
@@ -65,16 +70,22 @@ class IdempotencyMismatch(RequestError):
     """The same Idempotency-Key was sent before with a different request."""
 
 
-def first_answer(earlier: tuple[str | None, dict[str, Any]], digest: str | None) -> dict[str, Any]:
-    """The first response for a repeated key, if the request is the same as then."""
-    first_digest, document = earlier
+def first_answer(
+    earlier: tuple[str | None, Mapping[str, Any]],
+    digest: str | None,
+    zone: ZoneInfo,
+    calendar: WorkCalendar,
+) -> dict[str, Any]:
+    """The first response for a repeated key, if the request is the same as then
+    (``earlier``: the first request's hash and its record, see :data:`group_store.Earlier`)."""
+    first_digest, record = earlier
     if first_digest != digest:
         raise IdempotencyMismatch(
             "this Idempotency-Key was already used for a different request; "
             "use a new key for a new application",
             field="Idempotency-Key",
         )
-    return document
+    return recorded_document(record, zone, calendar)
 
 
 def issues(decider: Decider, decision: Mapping[str, Any]) -> bool:
@@ -143,6 +154,6 @@ def decision_rows(
         "decided_at": p.now,
         "deadline": deadline,
         "review_state": "open" if deadline is not None else None,
-        "document": doc,
+        # no "document": the columns hold it (documents.recorded_document, migration 0017)
     }
     return doc, [(records.outbox, message), (records.applications, record)]

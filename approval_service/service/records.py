@@ -5,8 +5,10 @@ was made: the policy version (its full text is kept by sha256 in
 ``policy_versions``), the business date, the facts read, the trace (each
 condition's code, outcome and the values it read: its text and what its failure
 does are in that policy text, not repeated in every record), the decision, the
-result, the timings, and the response document as first returned (replayed for a
-repeated ``Idempotency-Key``).
+result and the timings. The response document as first returned (replayed for a
+repeated ``Idempotency-Key``) is made from those columns
+(:func:`~approval_service.service.documents.recorded_document`); records written
+before migration 0017 keep it in ``document`` as well.
 
 The applicant's ID number is stored (an officer's approval must issue to the
 right person), next to its masked form, which is what logs and lists show.
@@ -76,7 +78,9 @@ applications = Table(
     Column("review_state", String(10)),  # open | approved | rejected (referred cases only)
     Column("officer", String(64)),
     Column("reviewed_at", DateTime(timezone=True)),
-    Column("document", JSONType, nullable=False),
+    # the response document of records written before migration 0017; NULL since, the
+    # columns above holding it (documents.recorded_document)
+    Column("document", JSONType),
     UniqueConstraint("channel", "idempotency_key", name="uq_applications_idempotency"),
     # only what a query uses: every index is written by every decision (migration 0016)
     Index(

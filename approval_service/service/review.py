@@ -19,7 +19,7 @@ from approval_service.engine.interpreter import build_env, compute_result
 from approval_service.errors import MiaopiError, RequestError
 from approval_service.service import notifications, records
 from approval_service.service.applications import ApplicationService
-from approval_service.service.documents import jsonable
+from approval_service.service.documents import jsonable, recorded_document
 from approval_service.service.explaining import UnknownApplication
 from approval_service.service.issuing import ACTIONS, IssueContext
 from data_lookups.database import read_connection, write_transaction
@@ -102,7 +102,7 @@ def review(
         else:
             outcome = {"decision": "rejected", "reasons": _clean_reasons(reasons), "result": {}}
         document = {
-            **row["document"],
+            **recorded_document(row, c.clock.zone, c.calendar),
             **outcome,
             "review": {
                 "officer": officer.strip(),
@@ -121,7 +121,9 @@ def review(
                 "review_state": decision,
                 "officer": officer.strip(),
                 "reviewed_at": now,
-                "document": document,
+                # a record of before migration 0017 keeps its document up to date; a
+                # later one has none, its columns (just updated) being the document
+                **({"document": document} if row["document"] is not None else {}),
             },
         )
         policy = c.policies.policies.get(row["item"])

@@ -290,3 +290,37 @@ def test_migration_0016_goes_down_and_up_again(migrated: Engine) -> None:
     }
     ensure_schema(migrated)
     assert names() == {"ix_applications_open_referrals", "ix_applications_business_date"}
+
+
+def test_migration_0017_goes_down_only_while_every_record_has_a_document(
+    migrated: Engine,
+) -> None:
+    """Records written since 0017 keep no document: going below it would have to invent
+    them, so it is refused, with the reason, and nothing changes; without such records
+    the column is ``NOT NULL`` again, and back up."""
+    from alembic import command
+
+    from approval_service.service.records import applications
+    from data_lookups.database import _alembic_config
+    from tests.service.record_rows import new_id, record_row
+
+    def document_nullable() -> bool:
+        columns = inspect(migrated).get_columns("applications")
+        return next(bool(c["nullable"]) for c in columns if c["name"] == "document")
+
+    row = {**record_row(new_id()), "result": {}}
+    del row["document"]  # SQL NULL, as the service writes it (None would be JSON null)
+    with migrated.begin() as conn:
+        conn.execute(applications.insert(), [row])
+    refused = pytest.raises(RuntimeError, match="1 decision records keep no document")
+    with refused, migrated.begin() as conn:
+        command.downgrade(_alembic_config(conn), "0016")
+    assert document_nullable()
+    with migrated.begin() as conn:
+        assert conn.execute(applications.select()).mappings().one()["id"] == row["id"]
+        conn.execute(applications.delete())
+    with migrated.begin() as conn:
+        command.downgrade(_alembic_config(conn), "0016")
+    assert not document_nullable()
+    ensure_schema(migrated)
+    assert document_nullable()

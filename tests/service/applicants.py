@@ -23,6 +23,7 @@ from sqlalchemy import (
 
 from approval_service.service.applications import ApplicationService
 from approval_service.service.container import Container
+from approval_service.service.documents import recorded_document
 from approval_service.service.records import applications
 from data_lookups.database import write_transaction
 from data_lookups.issuance import bump_versions
@@ -92,6 +93,13 @@ def record(container: Container, application_id: str) -> dict[str, Any]:
             .one()
         )
     return dict(row)
+
+
+def answered(container: Container, application_id: str) -> dict[str, Any]:
+    """The document the application's record answers with (made from its columns)."""
+    row = record(container, application_id)
+    assert row["document"] is None  # not stored since migration 0017
+    return recorded_document(row, container.clock.zone, container.calendar)
 
 
 def codes(doc: dict[str, Any]) -> list[str]:

@@ -33,7 +33,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from approval_service.service import group_store
 from approval_service.service.applications import ApplicationService
 from approval_service.service.container import Container
-from approval_service.service.documents import dumps
+from approval_service.service.documents import dumps, recorded_document
 from approval_service.service.prepared_rows import prepare_row
 from approval_service.service.records import applications, outbox
 from data_lookups.database import write_transaction
@@ -176,7 +176,9 @@ def test_earlier_answers_finds_exactly_the_recorded_pairs(container: Container) 
     with write_transaction(container.engine) as conn:
         found = group_store.earlier_answers(conn, asked)
         assert group_store.earlier_answers(conn, []) == {}
-    assert found == {
+    zone, calendar = container.clock.zone, container.calendar
+    answers = {k: (d, recorded_document(r, zone, calendar)) for k, (d, r) in found.items()}
+    assert answers == {
         ("portal", key): (portal["request_hash"], as_json(portal["document"])),
         ("counter", key): (counter["request_hash"], as_json(counter["document"])),
     }
