@@ -19,6 +19,7 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 ROOT = Path(__file__).resolve().parents[1]
 IDLE_FLOOR = [sys.executable, str(ROOT / "benchmarks" / "idle_floor.py")]
 METRIC_UPDATES = [sys.executable, str(ROOT / "benchmarks" / "metric_updates.py")]
+OUTBOX_KEYS = [sys.executable, str(ROOT / "benchmarks" / "outbox_keys.py")]
 
 
 def test_idle_floor_times_each_round_trip_and_leaves_nothing_behind() -> None:
@@ -66,3 +67,25 @@ def test_metric_updates_times_both_ways_in_both_modes_and_removes_its_folder(
     for mode in ("single", "multiprocess"):
         assert figures[mode]["direct"] > 0 and figures[mode]["tallied"] > 0
     assert not list(tmp_path.iterdir())  # the multiprocess folder is gone
+
+
+def test_outbox_keys_measures_both_layouts_and_drops_its_database() -> None:
+    proc = subprocess.Popen(
+        [*OUTBOX_KEYS, "--messages", "200", "--rounds", "1", "--json"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    figures = json.loads(out)
+    before, since = figures["medians"]["id and dedup key"], figures["medians"]["dedup key"]
+    assert before["cpu_us"] >= 0 and since["cpu_us"] >= 0
+    assert since["bytes"] < before["bytes"]  # an index fewer, and no id column
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        left = admin.execute(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE %s",
+            [f"miaopi_outbox_{proc.pid}_%"],
+        ).fetchone()
+    assert left == (0,)

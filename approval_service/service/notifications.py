@@ -13,7 +13,6 @@ from typing import Any
 
 from sqlalchemy import Connection, insert
 
-from approval_service.service.identifiers import time_ordered_id
 from approval_service.service.records import outbox
 
 SIGNATURE = "【亳州市政务服务】"
@@ -63,7 +62,6 @@ def outbox_row(
 ) -> dict[str, Any]:
     """An outbox row; ``attempts`` starts at 0 and the message is due at once."""
     return {
-        "id": time_ordered_id(int(now.timestamp() * 1000)),
         "dedup_key": f"{application_id}:{event}",
         "application_id": application_id,
         "recipient_id": recipient_id,

@@ -79,7 +79,7 @@ def _claim(engine: Engine, now: datetime, limit: int) -> list[dict[str, Any]]:
         if rows:
             conn.execute(
                 update(outbox)
-                .where(outbox.c.id.in_([r["id"] for r in rows]))
+                .where(outbox.c.dedup_key.in_([r["dedup_key"] for r in rows]))
                 .values(next_attempt_at=now + LEASE)
             )
         return rows
@@ -113,5 +113,6 @@ def drain(
             report.sent += 1
             report.messages.append(message)
         with write_transaction(engine) as conn:
-            conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(**values))
+            key = outbox.c.dedup_key == row["dedup_key"]
+            conn.execute(update(outbox).where(key).values(**values))
     return report

@@ -179,8 +179,9 @@ def applications_between(conn: Connection, start: date, end: date) -> list[dict[
 outbox = Table(
     "outbox",
     Base.metadata,
-    Column("id", String(40), primary_key=True),
-    Column("dedup_key", String(120), nullable=False, unique=True),
+    # the message's identity: an application's event, sent at least once, never twice
+    # (the webhook's Idempotency-Key); the primary key since migration 0018
+    Column("dedup_key", String(120), primary_key=True),
     Column("application_id", String(40), nullable=False),
     Column("recipient_id", String(18), nullable=False),
     Column("text", Text, nullable=False),

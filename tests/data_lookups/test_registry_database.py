@@ -324,3 +324,44 @@ def test_migration_0017_goes_down_only_while_every_record_has_a_document(
     assert not document_nullable()
     ensure_schema(migrated)
     assert document_nullable()
+
+
+def test_migration_0018_keys_the_outbox_by_dedup_key_and_keeps_every_message(
+    migrated: Engine,
+) -> None:
+    """Two indexes per message since 0018 (the key and the due messages'), and an operator
+    can go down (every message given an id) and up again without losing one."""
+    from alembic import command
+
+    from approval_service.service.records import outbox
+    from data_lookups.database import _alembic_config
+    from tests.service.record_rows import new_id, outbox_row
+
+    def layout() -> tuple[list[str], list[list[str]], set[str]]:
+        found = inspect(migrated)
+        indexes = {
+            str(i["name"])
+            for i in found.get_indexes("outbox")
+            if not i.get("duplicates_constraint")
+        }
+        unique = [list(u["column_names"]) for u in found.get_unique_constraints("outbox")]
+        return found.get_pk_constraint("outbox")["constrained_columns"], unique, indexes
+
+    assert layout() == (["dedup_key"], [], {"ix_outbox_due"})
+    assert "id" not in {c["name"] for c in inspect(migrated).get_columns("outbox")}
+    messages = [outbox_row(f"短信{n}", new_id()) for n in range(3)]
+    with migrated.begin() as conn:
+        conn.execute(outbox.insert(), messages)
+        command.downgrade(_alembic_config(conn), "0017")
+    assert layout() == (["id"], [["dedup_key"]], {"ix_outbox_due"})
+    with migrated.connect() as conn:
+        ids = conn.exec_driver_sql("SELECT id, dedup_key FROM outbox").all()
+    assert len({i for i, _ in ids}) == 3 and all(i for i, _ in ids)
+    ensure_schema(migrated)
+    assert layout() == (["dedup_key"], [], {"ix_outbox_due"})
+    with migrated.connect() as conn:
+        kept = conn.execute(outbox.select().order_by(outbox.c.dedup_key)).mappings().all()
+    want = sorted(messages, key=lambda m: m["dedup_key"])
+    assert [(m["dedup_key"], m["text"]) for m in kept] == [
+        (m["dedup_key"], m["text"]) for m in want
+    ]

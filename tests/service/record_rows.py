@@ -56,7 +56,6 @@ def outbox_row(text: str, recipient_id: str, application_id: str | None = None) 
     """The notification of a decision (of a made-up application unless one is given)."""
     application_id = application_id or secrets.token_hex(16)
     return {
-        "id": secrets.token_hex(16),
         "dedup_key": f"{application_id}:decided",
         "application_id": application_id,
         "recipient_id": recipient_id,

@@ -87,10 +87,11 @@ def as_json(value: Any) -> Any:
 
 
 def nulls(container: Container, table: str, columns: Sequence[str], row_id: str) -> list[bool]:
-    """Which of the columns hold SQL NULL."""
+    """Which of the columns hold SQL NULL (in the row with this primary key)."""
     tests = ", ".join(f"{c} IS NULL" for c in columns)
+    key = "dedup_key" if table == "outbox" else "id"
     with container.engine.connect() as conn:
-        found = conn.execute(text(f"SELECT {tests} FROM {table} WHERE id = :i"), {"i": row_id})
+        found = conn.execute(text(f"SELECT {tests} FROM {table} WHERE {key} = :i"), {"i": row_id})
         return [bool(n) for n in found.one()]
 
 
@@ -135,10 +136,11 @@ def test_inserted_rows_round_trip_json_and_keep_none_null(
             row.get(c) is None for c in NULLABLE
         ]
     columns = ["sent_at", "last_error"]
-    assert nulls(container, "outbox", columns, message["id"]) == [True, True]
+    assert nulls(container, "outbox", columns, message["dedup_key"]) == [True, True]
     with container.engine.connect() as conn:
         text_, attempts = conn.execute(
-            text("SELECT text, attempts FROM outbox WHERE id = :i"), {"i": message["id"]}
+            text("SELECT text, attempts FROM outbox WHERE dedup_key = :k"),
+            {"k": message["dedup_key"]},
         ).one()
     assert (text_, attempts) == (AWKWARD, 0)
 
@@ -156,7 +158,8 @@ def test_inserting_rows_raises_sqlalchemy_integrity_error(
         insert_rows(conn, {outbox: [message], applications: twin})
     assert recorded(container, idempotency_key=key) == 1  # nothing of the failed group stayed
     assert recorded(container, id=twin[0]["id"]) == 0
-    assert scalar(container, "SELECT count(*) FROM outbox WHERE id = :i", i=message["id"]) == 0
+    sql = "SELECT count(*) FROM outbox WHERE dedup_key = :k"
+    assert scalar(container, sql, k=message["dedup_key"]) == 0
 
 
 def test_earlier_answers_finds_exactly_the_recorded_pairs(container: Container) -> None:
