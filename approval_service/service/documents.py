@@ -116,6 +116,8 @@ def recorded_document(
 
     The moments are shown in ``zone``, the city's: PostgreSQL gives them in the
     session's zone, SQLite as the wall time they were written in (always the city's).
+    What a stored copy froze is worked out again here: the light with today's holiday
+    calendar, the moments in today's zone setting (README, "What is not done yet").
     It must make what :func:`application_document` and ``pending.decision_rows`` made
     (``tests/service/test_recorded_documents.py`` holds the two together): a field
     added to the one belongs in the other.

@@ -292,12 +292,14 @@ def test_migration_0016_goes_down_and_up_again(migrated: Engine) -> None:
     assert names() == {"ix_applications_open_referrals", "ix_applications_business_date"}
 
 
+@pytest.mark.parametrize("missing", ["sql-null", "json-null"])
 def test_migration_0017_goes_down_only_while_every_record_has_a_document(
-    migrated: Engine,
+    migrated: Engine, missing: str
 ) -> None:
-    """Records written since 0017 keep no document: going below it would have to invent
-    them, so it is refused, with the reason, and nothing changes; without such records
-    the column is ``NOT NULL`` again, and back up."""
+    """Records written since 0017 may keep no document (SQL NULL as the service writes
+    it, or JSON null as SQLAlchemy writes a None): going below 0017 is refused, with the
+    reason, and nothing changes; without such records the column is ``NOT NULL`` again,
+    and a record of before (its document stored) comes through the upgrade whole."""
     from alembic import command
 
     from approval_service.service.records import applications
@@ -308,22 +310,36 @@ def test_migration_0017_goes_down_only_while_every_record_has_a_document(
         columns = inspect(migrated).get_columns("applications")
         return next(bool(c["nullable"]) for c in columns if c["name"] == "document")
 
+    def version() -> str:
+        with migrated.connect() as conn:
+            return str(conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar())
+
+    head = version()
     row = {**record_row(new_id()), "result": {}}
-    del row["document"]  # SQL NULL, as the service writes it (None would be JSON null)
+    if missing == "sql-null":
+        del row["document"]  # as the service writes a record
+    else:
+        row["document"] = None  # JSON null
     with migrated.begin() as conn:
         conn.execute(applications.insert(), [row])
     refused = pytest.raises(RuntimeError, match="1 decision records keep no document")
     with refused, migrated.begin() as conn:
         command.downgrade(_alembic_config(conn), "0016")
-    assert document_nullable()
+    assert document_nullable() and version() == head  # the refused downgrade left nothing
     with migrated.begin() as conn:
         assert conn.execute(applications.select()).mappings().one()["id"] == row["id"]
         conn.execute(applications.delete())
     with migrated.begin() as conn:
         command.downgrade(_alembic_config(conn), "0016")
     assert not document_nullable()
+    before = {**record_row(new_id()), "result": {}, "document": {"written": "before 0017"}}
+    with migrated.begin() as conn:
+        conn.execute(applications.insert(), [before])
     ensure_schema(migrated)
-    assert document_nullable()
+    assert document_nullable() and version() == head
+    with migrated.connect() as conn:
+        kept = conn.execute(applications.select()).mappings().one()
+    assert (kept["id"], kept["document"]) == (before["id"], {"written": "before 0017"})
 
 
 def test_migration_0018_keys_the_outbox_by_dedup_key_and_keeps_every_message(

@@ -13,16 +13,30 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import insert
 
 from approval_service.service.applications import ApplicationService
+from approval_service.service.clock import FixedClock
 from approval_service.service.container import Container
 from approval_service.service.documents import recorded_document
 from approval_service.service.records import applications
 from approval_service.service.review import review
 from approval_service.service.workdays import WorkCalendar
 from data_lookups.database import write_transaction
+from data_lookups.issuance import bump_versions
+from data_lookups.models import Person
 
-from .applicants import CARD_FORM, YOUNG, add_person, answered, new_key, record, scalar
+from .applicants import (
+    CARD_FORM,
+    TODAY,
+    YOUNG,
+    ZONE,
+    add_person,
+    answered,
+    new_key,
+    record,
+    scalar,
+)
 from .record_rows import NOW, new_id, record_row
 
 # (item, form, applicant, decision): the shapes a document takes
@@ -79,6 +93,58 @@ def test_a_reviewed_referral_answers_with_its_review(
         },
     }
     assert [r["code"] for r in reviewed["reasons"]] == ["NOT_FOUND"]
+
+
+def test_an_approved_referral_answers_with_its_card_on_get_and_on_a_repeated_key(
+    container: Container, service: ApplicationService
+) -> None:
+    """The officer's approval issues a card that only the record's columns hold now."""
+    person = new_id()
+    with write_transaction(container.engine) as conn:  # no photo: a new card is referred
+        conn.execute(
+            insert(Person).values(
+                id_number=person,
+                name="测试",
+                gender="M",
+                birth_date=date(1940, 4, 4),
+                hukou_region="341602",
+                status="alive",
+                last_seen_date=TODAY,
+            )
+        )
+        bump_versions(conn, [person])
+    key = new_key()
+    doc, _ = service.apply("portal", "senior-card-new", person, CARD_FORM, key)
+    assert doc["decision"] == "referred"
+    reviewed = review(service, doc["application_id"], "approved", "王科员")
+    assert reviewed["decision"] == "approved" and reviewed["result"]["card_no"].startswith("AH")
+    assert service.get(doc["application_id"]) == reviewed
+    assert answered(container, doc["application_id"]) == reviewed
+    again, created = service.apply("portal", "senior-card-new", person, CARD_FORM, key)
+    assert not created and again == reviewed  # the record's answer, as the review left it
+
+
+def test_a_referral_replayed_later_keeps_its_first_light_and_moment(
+    container: Container, service: ApplicationService
+) -> None:
+    """A repeated key gets the first answer (the light of the day of decision, the moment
+    to the second); GET shows today's light."""
+    decided = datetime(2026, 11, 23, 10, 0, 5, 678_901, tzinfo=ZONE)
+    first_clock = container.clock
+    key, person = new_key(), new_id()
+    try:
+        container.clock = FixedClock(ZONE, decided)
+        doc, _ = service.apply("portal", "elderly-allowance", person, None, key)
+        assert doc["decided_at"] == "2026-11-23T10:00:05+08:00"
+        assert answered(container, doc["application_id"]) == doc
+        container.clock = FixedClock(ZONE, decided + timedelta(days=30))  # long overdue
+        again, created = service.apply("portal", "elderly-allowance", person, None, key)
+        now = service.get(doc["application_id"])
+    finally:
+        container.clock = first_clock
+    assert not created and again == doc and doc["supervision"] == "green"
+    assert now is not None and now["supervision"] == "red"
+    assert {**now, "supervision": "green"} == doc
 
 
 def test_a_record_written_before_0017_answers_with_its_stored_document(

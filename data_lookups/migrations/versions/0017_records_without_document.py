@@ -1,7 +1,7 @@
 """A decision record no longer keeps its response document: the record's columns hold it.
 
 Every document repeated the record's own columns (the decision, its reasons, the
-result, the policy, the moment of decision, the deadline, the review) in about 450 of
+result, the policy, the moment of decision, the deadline, the review) in about 590 of
 a record's 2,100 bytes, written by every decision to the table, the WAL and the
 pages. Records written from now on leave ``document`` NULL and are answered from
 their columns (:func:`approval_service.service.documents.recorded_document`); those
@@ -10,8 +10,15 @@ on PostgreSQL a catalogue change, no rewrite; SQLite copies the table (its revie
 queue's partial index is dropped before and made again after, since the copy would
 not keep its ``WHERE``).
 
-Going down refuses while any record has no document: the ``NOT NULL`` could only come
-back by inventing documents, and the records' answers are in their columns already.
+Earlier releases read the stored document and fail on a record without one (a
+``GET``, a repeated key, a review): stop every process of an earlier release before
+the first process of this one starts (each migrates the schema as it starts).
+
+Going down refuses while any record has no document (SQL NULL or JSON ``null``): the
+column's ``NOT NULL`` could only come back with every such document made again, which
+needs the service's calendar (the supervision lights) and zone, not a migration's. An
+earlier release refuses a newer schema anyway, so a way back is a backup from before
+the upgrade.
 
 Revision ID: 0017
 Revises: 0016
@@ -50,14 +57,22 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # SQLAlchemy's JSON type writes a Python None as JSON null, not SQL NULL
+    as_text = "CAST(document AS TEXT)"
     missing = (
         op.get_bind()
-        .execute(sa.text("SELECT count(*) FROM applications WHERE document IS NULL"))
+        .execute(
+            sa.text(
+                f"SELECT count(*) FROM applications WHERE document IS NULL OR {as_text} = 'null'"
+            )
+        )
         .scalar_one()
     )
     if missing:
         raise RuntimeError(
-            f"{missing} decision records keep no document (written since migration 0017): "
-            "going below 0017 would need one for each; stay at 0017 or newer"
+            f"{missing} decision records keep no document (written since migration 0017), "
+            "which releases before it need: going below 0017 would have to make each again "
+            "with the service's calendar and zone; stay at 0017 or newer, or restore a "
+            "backup from before the upgrade"
         )
     _set_nullable(False)
