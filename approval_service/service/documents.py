@@ -137,7 +137,7 @@ def recorded_document(
             "version": record["policy_version"],
             "sha256": record["policy_sha256"],
         },
-        "decided_at": _shown(record["decided_at"], zone),
+        "decided_at": shown_moment(record["decided_at"], zone),
     }
     deadline: date | None = record["deadline"]
     reviewed_at: datetime | None = record["reviewed_at"]
@@ -149,12 +149,12 @@ def recorded_document(
         doc["review"] = {
             "officer": record["officer"],
             "decision": record["review_state"],
-            "reviewed_at": _shown(reviewed_at, zone),
+            "reviewed_at": shown_moment(reviewed_at, zone),
         }
     return doc
 
 
-def _shown(moment: datetime, zone: ZoneInfo) -> str:
+def shown_moment(moment: datetime, zone: ZoneInfo) -> str:
     """A stored moment in the city's zone, to the second, with its UTC offset."""
     local = moment.replace(tzinfo=zone) if moment.tzinfo is None else moment.astimezone(zone)
     return local.isoformat(timespec="seconds")

@@ -19,7 +19,7 @@ from approval_service.engine.interpreter import build_env, compute_result
 from approval_service.errors import MiaopiError, RequestError
 from approval_service.service import notifications, records
 from approval_service.service.applications import ApplicationService
-from approval_service.service.documents import jsonable, recorded_document
+from approval_service.service.documents import jsonable, recorded_document, shown_moment
 from approval_service.service.explaining import UnknownApplication
 from approval_service.service.issuing import ACTIONS, IssueContext
 from data_lookups.database import read_connection, write_transaction
@@ -46,7 +46,7 @@ def review_queue(service: ApplicationService) -> list[dict[str, Any]]:
                 "item": row["item"],
                 "applicant": row["applicant_masked"],
                 "channel": row["channel"],
-                "decided_at": row["decided_at"].isoformat(timespec="seconds"),
+                "decided_at": shown_moment(row["decided_at"], c.clock.zone),
                 "deadline": deadline.isoformat(),
                 "supervision": c.calendar.supervision(today, deadline),
                 "workdays_left": c.calendar.workdays_left(today, deadline),

@@ -64,6 +64,9 @@ def test_queue_is_ordered_by_urgency_with_lights(
     assert by_id[earlier["application_id"]]["supervision"] == "yellow"
     assert by_id[later["application_id"]]["supervision"] == "green"
     assert by_id[earlier["application_id"]]["applicant"].count("*") == 8
+    for doc in (earlier, later):  # the moment as the document shows it: the city's, +08:00
+        assert by_id[doc["application_id"]]["decided_at"] == doc["decided_at"]
+        assert doc["decided_at"].endswith("+08:00")
     at(container, "2026-11-26")
     assert (
         client.get(f"/v1/applications/{earlier['application_id']}", headers=HEADERS).json()[
