@@ -1,8 +1,9 @@
 """PostgreSQL's CPU and disk per outbox message, keyed by its dedup key (migration 0018) or,
 as before, by an ``id`` of its own with the dedup key unique beside it.
 
-A fresh PostgreSQL database at the schema's head; messages made as a decision makes
-them (``notifications.outbox_row``, the text of an issued card); inserted in groups of
+A fresh PostgreSQL database at the schema's head; messages made as decisions make
+them (``notifications.outbox_row`` for time-ordered application ids, 5 a millisecond,
+the text of an issued card; before 0018 each had a time-ordered id too); inserted in groups of
 50, one transaction each, as the group writer does, into a scratch table of each
 layout in turn: ``LIKE outbox INCLUDING ALL`` (today's) and the layout before 0018
 (an ``id`` primary key, the dedup key's unique constraint, the due messages' index).
@@ -20,7 +21,7 @@ import os
 import secrets
 import statistics
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import cast
 from zoneinfo import ZoneInfo
@@ -48,18 +49,34 @@ SINCE_0018 = ["CREATE TABLE scratch_outbox (LIKE outbox INCLUDING ALL)"]
 LAYOUTS = {"id and dedup key": BEFORE_0018, "dedup key": SINCE_0018}
 
 
+#: messages a millisecond, as a saturated service makes them (about 5,000/s)
+PER_MILLISECOND = 5
+
+
 def messages(count: int) -> list[dict[str, object]]:
-    now = datetime.now(ZoneInfo("Asia/Shanghai"))
-    return [
-        outbox_row(
-            application_id=secrets.token_hex(16),
-            event="decided",
-            recipient_id="341602194004040012",
-            text=TEXT,
-            now=now,
+    """Messages as decisions make them: each application's id time-ordered (its dedup key
+    is ``<application id>:decided``), the moments moving on, so that keys arrive in the
+    order the service's do (at an index's right-hand end, not at random)."""
+    start = datetime.now(ZoneInfo("Asia/Shanghai"))
+    made = []
+    for n in range(count):
+        now = start + timedelta(milliseconds=n // PER_MILLISECOND)
+        application_id = time_ordered_id(int(now.timestamp() * 1000))
+        made.append(
+            outbox_row(
+                application_id=application_id,
+                event="decided",
+                recipient_id="341602194004040012",
+                text=TEXT,
+                now=now,
+            )
         )
-        for _ in range(count)
-    ]
+    return made
+
+
+def _millis(moment: object) -> int:
+    assert isinstance(moment, datetime)
+    return int(moment.timestamp() * 1000)
 
 
 def backend_cpu(pid: int) -> float:
@@ -74,10 +91,8 @@ def measure(
     conn.execute("DROP TABLE IF EXISTS scratch_outbox")
     for statement in setup:
         conn.execute(statement)
-    keyed_by_id = setup is BEFORE_0018
-    millis = int(datetime.now().timestamp() * 1000)
-    if keyed_by_id:  # the id each message had before 0018
-        rows = [{"id": time_ordered_id(millis), **row} for row in rows]
+    if setup is BEFORE_0018:  # the id each message had before 0018: time-ordered too
+        rows = [{"id": time_ordered_id(_millis(row["created_at"])), **row} for row in rows]
     columns = list(rows[0])
     statement = (
         f"INSERT INTO scratch_outbox ({', '.join(columns)}) "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -77,7 +78,12 @@ def test_outbox_keys_measures_both_layouts_and_drops_its_database() -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    out, err = proc.communicate(timeout=120)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # interrupted: its finally drops its database
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+        raise
     assert proc.returncode == 0, err
     figures = json.loads(out)
     before, since = figures["medians"]["id and dedup key"], figures["medians"]["dedup key"]

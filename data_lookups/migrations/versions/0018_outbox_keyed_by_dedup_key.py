@@ -6,8 +6,8 @@ the notifier claims and marks messages by their dedup key, which is unique alrea
 (an application's event, ``<application id>:decided``) and is the webhook's
 ``Idempotency-Key``. So ``id`` goes, and the dedup key's unique constraint becomes the
 primary key: two indexes per message (the key and the due messages') where there were
-three. ``benchmarks/outbox_keys.py``: 3.6 µs of PostgreSQL's CPU and 114 bytes less
-a message (README, "Load test").
+three. ``benchmarks/outbox_keys.py``: 1.3 µs of PostgreSQL's CPU and 97 bytes less a
+message (README, "Load test").
 
 PostgreSQL drops the column (a catalogue change) and builds the new key's index, one
 pass over the table under an exclusive lock; SQLite copies the table. Going down gives
