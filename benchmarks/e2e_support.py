@@ -59,6 +59,15 @@ def _stat(pid: int) -> tuple[int, int] | None:
     return int(rest[11]) + int(rest[12]), int(rest[19])
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU (user + system) a running process has used so far, in seconds: a benchmark
+    reads its PostgreSQL backend's before and after the work it measures."""
+    stat = _stat(pid)
+    if stat is None:
+        raise ProcessLookupError(f"process {pid} is gone")
+    return stat[0] / TICK
+
+
 def _children(pid: int) -> list[int]:
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*"):

@@ -33,7 +33,7 @@ from approval_service.service.notifications import outbox_row
 from data_lookups.database import ensure_schema, make_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e_support import scratch_database
+from e2e_support import cpu_seconds, scratch_database
 
 GROUP = 50
 TEXT = (
@@ -79,11 +79,6 @@ def _millis(moment: object) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def backend_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(
     conn: psycopg.Connection[tuple[object, ...]], setup: list[str], rows: list[dict[str, object]]
 ) -> tuple[float, float]:
@@ -100,11 +95,11 @@ def measure(
     )
     values = [[row[c] for c in columns] for row in rows]
     pid = conn.info.backend_pid
-    before = backend_cpu(pid)
+    before = cpu_seconds(pid)
     for start in range(0, len(values), GROUP):
         with conn.transaction(), conn.cursor() as cur:
             cur.executemany(statement, values[start : start + GROUP])
-    spent = backend_cpu(pid) - before
+    spent = cpu_seconds(pid) - before
     (size,) = conn.execute("SELECT pg_total_relation_size('scratch_outbox')::int").fetchone() or (
         0,
     )

@@ -23,7 +23,6 @@ the same is where ``group_store.COPY_FROM`` belongs::
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import sys
 import time
@@ -36,7 +35,7 @@ import psycopg
 from data_lookups.statement_batch import StatementBatch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e_support import scratch_database
+from e2e_support import cpu_seconds, scratch_database
 
 LOCK = (
     "SELECT count(pg_advisory_xact_lock(hashtextextended(id, 0))) "
@@ -51,12 +50,6 @@ TRACE = '{"conditions": [' + ",".join(['{"text": "age >= 80", "value": true}'] *
 DOCUMENT = '{"decision": "approved", "reasons": [], "result": {"note": "' + "x" * 500 + '"}}'
 
 Way = Callable[[psycopg.Connection[Any], int, int, str], None]
-
-
-def backend_cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rows(g: int, size: int, tag: str) -> list[tuple[str, ...]]:
@@ -116,12 +109,12 @@ def measure(url: str, way: Way, groups: int, size: int, tag: str) -> tuple[float
     with psycopg.connect(url, autocommit=True, prepare_threshold=threshold) as conn:
         way(conn, -1, size, tag)  # statements prepared before the clock starts
         pid = conn.info.backend_pid
-        cpu, backend, wall = time.process_time(), backend_cpu(pid), time.perf_counter()
+        cpu, backend, wall = time.process_time(), cpu_seconds(pid), time.perf_counter()
         for g in range(groups):
             way(conn, g, size, tag)
         return (
             (time.process_time() - cpu) / groups * 1e6,
-            (backend_cpu(pid) - backend) / groups * 1e6,
+            (cpu_seconds(pid) - backend) / groups * 1e6,
             (time.perf_counter() - wall) / groups * 1e6,
         )
 

@@ -40,7 +40,7 @@ from data_lookups.importer import import_directory
 from data_lookups.synthetic import generate_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from e2e_support import scratch_database
+from e2e_support import cpu_seconds, scratch_database
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUP = 50
@@ -80,11 +80,6 @@ def make_records(url: str, people: int, count: int) -> None:
         container.close()
 
 
-def backend_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(conn: psycopg.Connection, rows: list[tuple[object, ...]], columns: str,
             target: int | None, round_no: int,
             setup: list[str] | None = None) -> tuple[float, int, int]:  # fmt: skip
@@ -98,7 +93,7 @@ def measure(conn: psycopg.Connection, rows: list[tuple[object, ...]], columns: s
     for statement in setup or []:
         conn.execute(statement)  # type: ignore[arg-type]
     pid = conn.info.backend_pid
-    before = backend_cpu(pid)
+    before = cpu_seconds(pid)
     for start in range(0, len(rows), GROUP):
         statement = f"COPY scratch_records ({columns}) FROM STDIN"
         with conn.transaction(), conn.cursor() as cur, cur.copy(statement) as copy:
@@ -106,7 +101,7 @@ def measure(conn: psycopg.Connection, rows: list[tuple[object, ...]], columns: s
                 fresh = list(row)
                 fresh[0] = f"{round_no}{fresh[0]}"[:40]  # the primary key stays unique
                 copy.write_row(fresh)
-    spent = backend_cpu(pid) - before
+    spent = cpu_seconds(pid) - before
     if setup:  # the old indexes took the place of the new ones
         names = {r[0] for r in conn.execute(
             "SELECT indexdef FROM pg_indexes WHERE tablename = 'scratch_records'"
