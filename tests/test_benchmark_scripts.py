@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis
@@ -23,27 +24,39 @@ METRIC_UPDATES = [sys.executable, str(ROOT / "benchmarks" / "metric_updates.py")
 OUTBOX_KEYS = [sys.executable, str(ROOT / "benchmarks" / "outbox_keys.py")]
 
 
-def test_idle_floor_times_each_round_trip_and_leaves_nothing_behind() -> None:
+def run_script(command: list[str]) -> tuple[int, dict[str, Any]]:
+    """Run a benchmark script that prints JSON: its process id (which names what it
+    makes) and its figures. One that outlives the timeout is interrupted first, so that
+    its ``finally`` removes what it made."""
     proc = subprocess.Popen(
-        [*IDLE_FLOOR, "--requests", "10", "--pause-ms", "1", "--json"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    out, err = proc.communicate(timeout=120)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+        raise
     assert proc.returncode == 0, err
-    figures = json.loads(out)
+    return proc.pid, json.loads(out)
+
+
+def databases_like(pattern: str) -> int:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        found = admin.execute(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE %s", [pattern]
+        ).fetchone()
+    return int(found[0]) if found else 0
+
+
+def test_idle_floor_times_each_round_trip_and_leaves_nothing_behind() -> None:
+    pid, figures = run_script([*IDLE_FLOOR, "--requests", "10", "--pause-ms", "1", "--json"])
     assert (figures["requests"], figures["pause_ms"]) == (10, 1.0)
     for name in ("redis read", "pg read", "pg durable write"):
         for way in ("back_to_back", "after_a_pause"):
             assert 0 < figures[name][way]["p50"] <= figures[name][way]["p90"]
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        left = admin.execute(
-            "SELECT count(*) FROM pg_database WHERE datname = %s", [f"miaopi_floor_{proc.pid}"]
-        ).fetchone()
-    assert left == (0,)
-    assert not redis.Redis.from_url(REDIS_URL).exists(f"miaopi_floor_{proc.pid}:hash")
+    assert databases_like(f"miaopi_floor_{pid}") == 0
+    assert not redis.Redis.from_url(REDIS_URL).exists(f"miaopi_floor_{pid}:hash")
 
 
 def test_idle_floor_refuses_too_few_requests_for_a_p90() -> None:
@@ -71,27 +84,8 @@ def test_metric_updates_times_both_ways_in_both_modes_and_removes_its_folder(
 
 
 def test_outbox_keys_measures_both_layouts_and_drops_its_database() -> None:
-    proc = subprocess.Popen(
-        [*OUTBOX_KEYS, "--messages", "200", "--rounds", "1", "--json"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:  # interrupted: its finally drops its database
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
-        raise
-    assert proc.returncode == 0, err
-    figures = json.loads(out)
+    pid, figures = run_script([*OUTBOX_KEYS, "--messages", "200", "--rounds", "1", "--json"])
     before, since = figures["medians"]["id and dedup key"], figures["medians"]["dedup key"]
     assert before["cpu_us"] >= 0 and since["cpu_us"] >= 0
     assert since["bytes"] < before["bytes"]  # an index fewer, and no id column
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        left = admin.execute(
-            "SELECT count(*) FROM pg_database WHERE datname LIKE %s",
-            [f"miaopi_outbox_{proc.pid}_%"],
-        ).fetchone()
-    assert left == (0,)
+    assert databases_like(f"miaopi_outbox_{pid}_%") == 0
