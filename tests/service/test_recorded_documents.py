@@ -13,7 +13,6 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import insert
 
 from approval_service.service.applications import ApplicationService
 from approval_service.service.clock import FixedClock
@@ -23,12 +22,9 @@ from approval_service.service.records import applications
 from approval_service.service.review import review
 from approval_service.service.workdays import WorkCalendar
 from data_lookups.database import write_transaction
-from data_lookups.issuance import bump_versions
-from data_lookups.models import Person
 
 from .applicants import (
     CARD_FORM,
-    TODAY,
     YOUNG,
     ZONE,
     add_person,
@@ -99,20 +95,7 @@ def test_an_approved_referral_answers_with_its_card_on_get_and_on_a_repeated_key
     container: Container, service: ApplicationService
 ) -> None:
     """The officer's approval issues a card that only the record's columns hold now."""
-    person = new_id()
-    with write_transaction(container.engine) as conn:  # no photo: a new card is referred
-        conn.execute(
-            insert(Person).values(
-                id_number=person,
-                name="测试",
-                gender="M",
-                birth_date=date(1940, 4, 4),
-                hukou_region="341602",
-                status="alive",
-                last_seen_date=TODAY,
-            )
-        )
-        bump_versions(conn, [person])
+    person = add_person(container, photo=False)  # no photo: a new card is referred
     key = new_key()
     doc, _ = service.apply("portal", "senior-card-new", person, CARD_FORM, key)
     assert doc["decision"] == "referred"
