@@ -23,7 +23,8 @@ Steps, all on 127.0.0.1:
    same load test against it;
 5. stop both servers (only the processes started here, by PID), drop the database,
    delete the Redis keys, print a table and write ``var/bench/e2e-<stamp>.json``
-   (both runs, the ratios, CPU by process group, the machine, the date, the command).
+   (both runs, the ratios, CPU by process group, miaopi's own counts of fact-cache
+   misses and write groups from ``/metrics``, the machine, the date, the command).
 """
 
 from __future__ import annotations
@@ -52,11 +53,13 @@ from e2e_support import (
     Cpu,
     Server,
     code_revision,
+    counters_between,
     database_url,
     drop_database,
     free_port,
     machine,
     profile_summary,
+    service_counters,
     wait_healthy,
 )
 
@@ -151,6 +154,8 @@ def drive(
         warm["_thread"].join()
         print(f"{name}: warm-up {warm.get('throughput')}/s, errors {warm.get('errors')}")
     print(f"{name}: load test at {args.rate:g}/s for {duration:g} s")
+    time.sleep(1.2)  # every worker has passed its warm-up counts on (once a second)
+    counted = service_counters(server.port)
     cpu = Cpu(server.pids())
     load_before = round(os.getloadavg()[0], 2)
     result, sending = loadtest(url, args, env, registry, out / name, duration=duration)
@@ -183,6 +188,11 @@ def drive(
     answered = max(result["answered"], 1)
     result["cpu"] = cpu.report(answered)
     result["cpu"]["load_average_before"] = load_before
+    if counted is not None:
+        time.sleep(1.2)
+        after = service_counters(server.port)
+        if after is not None:
+            result["service"] = counters_between(counted, after)
     if profile:
         result["profile"] = profile
     return result
@@ -204,6 +214,12 @@ def summary_table(real: dict[str, Any], base: dict[str, Any]) -> str:
         ("load average before", "cpu", "load_average_before"),
         ("generator CPU %", "generator_cpu_percent", None),
         ("send lag p99 ms", "send_lag_ms", "p99"),
+        ("fact cache miss share", "service", "fact_cache_miss_share"),
+        ("applications per group", "service", "mean_group_size"),
+        ("decision mean ms", "service", "decision_mean_ms"),
+        ("  fact read mean ms", "service", "fact_read_mean_ms"),
+        ("  write queue mean ms", "service", "write_queue_mean_ms"),
+        ("  write group mean ms", "service", "write_group_mean_ms"),
     ]
     lines = [f"{'':26}{'miaopi':>14}{'baseline':>14}{'ratio':>10}"]
     for label, key, sub in rows:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 
 TICK = os.sysconf("SC_CLK_TCK")
 PG_ADMIN = os.environ.get("MIAOPI_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -148,6 +149,67 @@ def wait_healthy(server: Server, timeout: float = 120) -> None:
         except OSError:
             time.sleep(0.2)
     raise SystemExit(f"{server.name} did not become healthy in {timeout:g} s; see {server.log}")
+
+
+#: the service's own counts a benchmark reads before and after its run (``/metrics``):
+#: two counters, and histograms whose count and sum it keeps
+SERVICE_COUNTERS = {
+    "miaopi_fact_cache_hits": "fact_cache_hits",
+    "miaopi_fact_cache_misses": "fact_cache_misses",
+    "miaopi_write_group_size": "group_size",
+    "miaopi_decision_seconds": "decision",
+    "miaopi_fact_read_seconds": "fact_read",
+    "miaopi_write_queue_seconds": "write_queue",
+    "miaopi_write_group_seconds": "write_group",
+}
+#: the histograms of seconds whose mean a run reports (in ms), in the README's order
+STAGES = ("decision", "fact_read", "write_queue", "write_group")
+
+
+def service_counters(port: int) -> dict[str, float] | None:
+    """:func:`parse_counters` of the server's ``/metrics``; None where it has no such
+    page (the baseline). Workers pass their counts on once a second: scrape a second
+    after the load stops."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            return parse_counters(answer.read().decode())
+    except OSError:
+        return None
+
+
+def parse_counters(text: str) -> dict[str, float]:
+    """The totals of :data:`SERVICE_COUNTERS` in a Prometheus exposition, every label and
+    worker added up: ``fact_cache_hits``, ``group_size_count`` (groups),
+    ``group_size_sum`` (their applications), ``fact_read_sum`` (seconds) and so on."""
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        name = SERVICE_COUNTERS.get(family.name)
+        for sample in family.samples if name else ():
+            suffix = sample.name.rsplit("_", 1)[-1]
+            if suffix in ("total", "count", "sum"):
+                key = name if suffix == "total" else f"{name}_{suffix}"
+                totals[key] = totals.get(key, 0.0) + sample.value
+    return totals
+
+
+def counters_between(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What the service counted during a run: the fact reads that hit and missed the
+    cache, the writer's groups and mean group, and each stage's mean time in ms."""
+    delta = {k: after[k] - before.get(k, 0.0) for k in after}
+    hits, misses = delta.get("fact_cache_hits", 0.0), delta.get("fact_cache_misses", 0.0)
+    groups = delta.get("group_size_count", 0.0)
+    out: dict[str, float] = {
+        "fact_cache_hits": round(hits),
+        "fact_cache_misses": round(misses),
+        "fact_cache_miss_share": round(misses / (hits + misses), 4) if hits + misses else 0.0,
+        "write_groups": round(groups),
+        "mean_group_size": round(delta.get("group_size_sum", 0.0) / groups, 2) if groups else 0.0,
+    }
+    for stage in STAGES:
+        count = delta.get(f"{stage}_count", 0.0)
+        if count:
+            out[f"{stage}_mean_ms"] = round(1000 * delta.get(f"{stage}_sum", 0.0) / count, 3)
+    return out
 
 
 def _machine_ticks() -> tuple[int, int]:

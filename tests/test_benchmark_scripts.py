@@ -13,6 +13,8 @@ from typing import Any
 import psycopg
 import redis
 
+from approval_service.service.metrics import CountingCache, Metrics, exposition
+
 # the script's own defaults: the servers every benchmark uses
 PG_ADMIN_URL = os.environ.get(
     "MIAOPI_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -89,3 +91,26 @@ def test_outbox_keys_measures_both_layouts_and_drops_its_database() -> None:
     assert before["cpu_us"] >= 0 and since["cpu_us"] >= 0
     assert since["bytes"] < before["bytes"]  # an index fewer, and no id column
     assert databases_like(f"miaopi_outbox_{pid}_%") == 0
+
+
+def test_e2e_reads_the_services_own_counts_of_misses_and_groups() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from e2e_support import counters_between, parse_counters
+
+    metrics = Metrics()
+    cache = CountingCache(object(), metrics)
+    metrics.count(cache.hits)  # before the run: not the run's
+    before = parse_counters(exposition(metrics).decode())
+    for _ in range(3):
+        metrics.count(cache.hits)
+    metrics.count(cache.misses)
+    metrics.observe_group(5, 0.001)
+    metrics.observe_group(1, 0.0)
+    metrics.observe(metrics.fact_read, 0.002)
+    metrics.observe(metrics.fact_read, 0.004)
+    run = counters_between(before, parse_counters(exposition(metrics).decode()))
+    assert (run["fact_cache_hits"], run["fact_cache_misses"]) == (3, 1)
+    assert (run["write_groups"], run["mean_group_size"]) == (2, 3.0)
+    assert run["fact_cache_miss_share"] == 0.25
+    assert run["fact_read_mean_ms"] == 3.0
+    assert "write_group_mean_ms" not in run  # nothing observed there during the run
