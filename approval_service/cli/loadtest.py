@@ -26,6 +26,8 @@ from approval_service.loadtest.target import Target, UnsafeTarget, loopback_targ
 
 #: the largest run pre-built in memory (about 350 bytes a request)
 MAX_REQUESTS = 5_000_000
+#: the exit status of a run stopped by Ctrl-C, after its report is written (128 + SIGINT)
+INTERRUPTED = 130
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -82,7 +84,9 @@ def loadtest_command(
     Open loop: request i is due at i/RATE whether or not earlier ones were answered,
     and its latency counts from that moment. Reports throughput, errors by kind,
     latency percentiles (HDR histogram), outcomes and the generator's own CPU and
-    send lag. Only loopback URLs are accepted (exit 2 otherwise).
+    send lag. Only loopback URLs are accepted (exit 2 otherwise). Ctrl-C stops the
+    schedule and reports the requests due until then (exit 130); a second Ctrl-C stops
+    waiting for their answers.
     """
     try:
         target = loopback_target(url)
@@ -119,6 +123,8 @@ def loadtest_command(
         result = _run(target, plan, rate, connections, timeout, drain, live=not as_json)
     except OSError as error:
         raise _fail(f"cannot connect to {url}: {error}") from None
+    if result.interrupted:  # Ctrl-C: report what came due before it
+        plan = plan.first(result.count)
     summary = report.summarize(result, plan, url=url, connections=connections)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     json_path = out / f"loadtest-{stamp}.json"
@@ -129,6 +135,8 @@ def loadtest_command(
     summary["report_json"] = str(json_path)
     report.write_json(summary, json_path)
     _output(summary, as_json)
+    if result.interrupted:
+        raise typer.Exit(INTERRUPTED)
 
 
 def _pools(registry: Path | None, today: date, seed: int) -> Pools:

@@ -23,6 +23,10 @@ they are reopened when a burst needs them.
 
 Per request the engine stores a few integers in preallocated arrays (dispatch lag,
 latency, status, outcome); everything else is computed after the run.
+
+Ctrl-C (SIGINT) stops the schedule: no more requests are sent, those in flight get
+the drain to answer (a second Ctrl-C ends the drain at once) and the run's result
+covers the requests that came due before the stop (:attr:`RunResult.interrupted`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
+import signal
 import time
 from array import array
 from collections import deque
@@ -80,6 +85,7 @@ class RunResult:
     cpu_s: float  # the generator's own CPU (user + system) during the run
     connections_opened: int
     connections_peak: int
+    interrupted: bool = False  # stopped (Ctrl-C) before the schedule's end: count is how far
 
 
 class _Conn(asyncio.Protocol):
@@ -165,6 +171,8 @@ class Engine:
         self.last_answer = 0
         self.finished = asyncio.Event()
         self.dispatch_done = False
+        self.stopped = False
+        self._scheduler: asyncio.Task[None] | None = None
         self._next_progress = 0
 
     # -- connections ---------------------------------------------------------------
@@ -291,6 +299,15 @@ class Engine:
             self._tick()
 
     # -- the run -----------------------------------------------------------------------
+    def stop(self) -> None:
+        """Send nothing more (Ctrl-C); once nothing is left to send (a second call, or a
+        first one after the schedule), stop waiting for answers too."""
+        if self.stopped or self.dispatch_done:
+            self.finished.set()
+        self.stopped = True
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+
     async def run(self) -> RunResult:
         n = len(self.requests)
         loop = asyncio.get_running_loop()
@@ -314,11 +331,17 @@ class Engine:
         self._next_progress = self.start
         ticker = asyncio.get_running_loop().create_task(self._ticker())
         try:
-            await self._schedule(n)
+            self._scheduler = loop.create_task(self._schedule(n))
+            if self.stopped:  # Ctrl-C while the connections were opening: nothing is sent
+                self._scheduler.cancel()
+            await asyncio.wait([self._scheduler])  # a stop() cancels it, not this run
+            if self.stopped:
+                n = self.dispatched  # what came due before the stop; the rest never did
             self.dispatch_done = True
             if self.done >= self.dispatched:
                 self.finished.set()
-            drain_deadline = self._scheduled(n) + self.drain_ns
+            due_end = time.perf_counter_ns() if n < len(self.requests) else self._scheduled(n)
+            drain_deadline = due_end + self.drain_ns
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self.finished.wait(), max(0.0, (drain_deadline - time.perf_counter_ns()) / 1e9)
@@ -336,19 +359,21 @@ class Engine:
         await asyncio.sleep(0)  # let the transports' close callbacks run
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         answered_until = self.last_answer if self.finished.is_set() else end
+        cut = n < len(self.requests)  # arrays of the requests that came due only
         return RunResult(
             rate=self.rate,
             duration_s=n / self.rate,
             count=n,
-            lag_ns=self.lag,
-            wait_ns=self.wait,
-            latency_ns=self.latency,
-            status=self.status,
-            outcome=self.outcome,
+            lag_ns=self.lag[:n] if cut else self.lag,
+            wait_ns=self.wait[:n] if cut else self.wait,
+            latency_ns=self.latency[:n] if cut else self.latency,
+            status=self.status[:n] if cut else self.status,
+            outcome=self.outcome[:n] if cut else self.outcome,
             elapsed_s=max(answered_until - self.start, 1) / 1e9,
             cpu_s=(cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
             connections_opened=self.opened,
             connections_peak=self.peak,
+            interrupted=self.stopped,
         )
 
     async def _schedule(self, n: int) -> None:
@@ -394,7 +419,8 @@ def run(
     drain_s: float = 10.0,
     progress: Callable[[Progress], None] | None = None,
 ) -> RunResult:
-    """Run ``plan`` at ``rate`` on a fresh event loop (uvloop when installed)."""
+    """Run ``plan`` at ``rate`` on a fresh event loop (uvloop when installed); from the
+    main thread, Ctrl-C stops the run early (:meth:`Engine.stop`) instead of losing it."""
 
     async def main() -> RunResult:
         engine = Engine(
@@ -407,7 +433,15 @@ def run(
             drain_s=drain_s,
             progress=progress,
         )
-        return await engine.run()
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGINT, engine.stop)
+        except (ValueError, RuntimeError):  # not the main thread: Ctrl-C is not ours
+            return await engine.run()
+        try:
+            return await engine.run()
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
 
     try:
         import uvloop

@@ -86,6 +86,17 @@ class Plan:
     def counts(self) -> dict[str, int]:
         return {name: self.kinds.count(code) for code, name in enumerate(KINDS)}
 
+    def first(self, count: int) -> Plan:
+        """The plan's first ``count`` requests (what came due in a run stopped early)."""
+        if count >= len(self):
+            return self
+        return Plan(
+            self.requests[:count],
+            self.expect_422[:count],
+            self.kinds[:count],
+            self.items[:count],
+        )
+
 
 def _age(id_number: str, today: date) -> int:
     """Age in whole years from the birth date inside the ID number (-1 if unreadable)."""

@@ -138,6 +138,7 @@ def summarize(result: RunResult, plan: Plan, *, url: str, connections: int) -> d
             "peak": result.connections_peak,
         },
         "url": url,
+        "interrupted": result.interrupted,
     }
     summary["warnings"] = warnings(summary)
     return summary
@@ -151,6 +152,11 @@ def behind_schedule(summary: Mapping[str, Any]) -> bool:
 
 def warnings(summary: dict[str, Any]) -> list[str]:
     out: list[str] = []
+    if summary.get("interrupted"):
+        out.append(
+            f"stopped early (Ctrl-C): the figures cover the {summary['requests']} requests "
+            f"due in the first {summary['duration_s']:g} s of the schedule"
+        )
     lag = summary["send_lag_ms"]
     if behind_schedule(summary):
         out.append(
