@@ -173,7 +173,7 @@ def service_counters(port: int) -> dict[str, float] | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
             return parse_counters(answer.read().decode())
-    except OSError:
+    except (OSError, ValueError):  # no such page, or not an exposition
         return None
 
 
@@ -184,7 +184,9 @@ def parse_counters(text: str) -> dict[str, float]:
     totals: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         name = SERVICE_COUNTERS.get(family.name)
-        for sample in family.samples if name else ():
+        if name is None:
+            continue
+        for sample in family.samples:
             suffix = sample.name.rsplit("_", 1)[-1]
             if suffix in ("total", "count", "sum"):
                 key = name if suffix == "total" else f"{name}_{suffix}"
@@ -194,7 +196,13 @@ def parse_counters(text: str) -> dict[str, float]:
 
 def counters_between(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """What the service counted during a run: the fact reads that hit and missed the
-    cache, the writer's groups and mean group, and each stage's mean time in ms."""
+    cache, the writer's groups and mean group, and each stage's mean time in ms.
+
+    The means are the service's own: ``decision`` of each new record (from reading its
+    facts to its record committed), ``fact_read`` of each application, ``write_queue``
+    (its first application's wait) and ``write_group`` of each group, so the stages do
+    not add up to the decision. A group that failed counts once, and then each of its
+    applications again as a group of one (rare: a raced key, a deadlock)."""
     delta = {k: after[k] - before.get(k, 0.0) for k in after}
     hits, misses = delta.get("fact_cache_hits", 0.0), delta.get("fact_cache_misses", 0.0)
     groups = delta.get("group_size_count", 0.0)

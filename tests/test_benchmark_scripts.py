@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 import redis
 
 from approval_service.service.metrics import CountingCache, Metrics, exposition
@@ -93,13 +94,16 @@ def test_outbox_keys_measures_both_layouts_and_drops_its_database() -> None:
     assert databases_like(f"miaopi_outbox_{pid}_%") == 0
 
 
-def test_e2e_reads_the_services_own_counts_of_misses_and_groups() -> None:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+def test_e2e_reads_the_services_own_counts_of_misses_and_groups(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from e2e_support import counters_between, parse_counters
 
     metrics = Metrics()
     cache = CountingCache(object(), metrics)
     metrics.count(cache.hits)  # before the run: not the run's
+    metrics.observe(metrics.labelled(metrics.latency, "senior-card-new"), 0.5)
     before = parse_counters(exposition(metrics).decode())
     for _ in range(3):
         metrics.count(cache.hits)
@@ -108,9 +112,16 @@ def test_e2e_reads_the_services_own_counts_of_misses_and_groups() -> None:
     metrics.observe_group(1, 0.0)
     metrics.observe(metrics.fact_read, 0.002)
     metrics.observe(metrics.fact_read, 0.004)
+    # labelled children, one of them new since the first scrape: added up
+    metrics.observe(metrics.labelled(metrics.latency, "senior-card-new"), 0.004)
+    metrics.observe(metrics.labelled(metrics.latency, "elderly-allowance"), 0.008)
+    metrics.observe(metrics.labelled(metrics.group_seconds, "at_once"), 0.001)
+    metrics.observe(metrics.labelled(metrics.group_seconds, "checked"), 0.003)
     run = counters_between(before, parse_counters(exposition(metrics).decode()))
     assert (run["fact_cache_hits"], run["fact_cache_misses"]) == (3, 1)
     assert (run["write_groups"], run["mean_group_size"]) == (2, 3.0)
     assert run["fact_cache_miss_share"] == 0.25
     assert run["fact_read_mean_ms"] == 3.0
-    assert "write_group_mean_ms" not in run  # nothing observed there during the run
+    assert run["decision_mean_ms"] == 6.0  # not the 0.5 s before the run
+    assert run["write_queue_mean_ms"] == 0.5
+    assert run["write_group_mean_ms"] == 2.0

@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from approval_service.loadtest import client, report
+from approval_service.loadtest import client, report, run_result
 from approval_service.loadtest.mix import Pools, build_plan, load_pools
 from approval_service.loadtest.target import Target, UnsafeTarget, loopback_target
 
@@ -85,8 +88,8 @@ def loadtest_command(
     and its latency counts from that moment. Reports throughput, errors by kind,
     latency percentiles (HDR histogram), outcomes and the generator's own CPU and
     send lag. Only loopback URLs are accepted (exit 2 otherwise). Ctrl-C stops the
-    schedule and reports the requests due until then (exit 130); a second Ctrl-C stops
-    waiting for their answers.
+    schedule and reports the requests due until then (exit 130); a second Ctrl-C, or a
+    first once the schedule is done, stops waiting for their answers.
     """
     try:
         target = loopback_target(url)
@@ -125,18 +128,33 @@ def loadtest_command(
         raise _fail(f"cannot connect to {url}: {error}") from None
     if result.interrupted:  # Ctrl-C: report what came due before it
         plan = plan.first(result.count)
-    summary = report.summarize(result, plan, url=url, connections=connections)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    json_path = out / f"loadtest-{stamp}.json"
-    if png:
-        png_path = out / f"loadtest-{stamp}.png"
-        report.write_png(result, summary, png_path)
-        summary["report_png"] = str(png_path)
-    summary["report_json"] = str(json_path)
-    report.write_json(summary, json_path)
+    with _ctrl_c_ignored():  # the run is over: its figures are not lost to one more key
+        summary = report.summarize(result, plan, url=url, connections=connections)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        json_path = out / f"loadtest-{stamp}.json"
+        if png:
+            png_path = out / f"loadtest-{stamp}.png"
+            report.write_png(result, summary, png_path)
+            summary["report_png"] = str(png_path)
+        summary["report_json"] = str(json_path)
+        report.write_json(summary, json_path)
     _output(summary, as_json)
     if result.interrupted:
         raise typer.Exit(INTERRUPTED)
+
+
+@contextmanager
+def _ctrl_c_ignored() -> Iterator[None]:
+    """Ctrl-C does nothing in the block (in the main thread; elsewhere it is not ours)."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _pools(registry: Path | None, today: date, seed: int) -> Pools:
@@ -159,7 +177,7 @@ def _run(
     drain: float,
     *,
     live: bool,
-) -> client.RunResult:
+) -> run_result.RunResult:
     if not (live and _err.is_terminal):
         return client.run(
             target.host,
@@ -182,7 +200,7 @@ def _run(
     )
     task = bar.add_task("sent", total=len(plan), stats="")
 
-    def show(p: client.Progress) -> None:
+    def show(p: run_result.Progress) -> None:
         rate_now = (p.completed + p.failed) / max(p.elapsed_s, 1e-9)
         bar.update(
             task,
@@ -203,7 +221,7 @@ def _run(
             drain_s=drain,
             progress=show,
         )
-        bar.update(task, completed=len(plan))
+        bar.update(task, completed=result.count)
         bar.refresh()
     return result
 

@@ -24,9 +24,11 @@ they are reopened when a burst needs them.
 Per request the engine stores a few integers in preallocated arrays (dispatch lag,
 latency, status, outcome); everything else is computed after the run.
 
-Ctrl-C (SIGINT) stops the schedule: no more requests are sent, those in flight get
-the drain to answer (a second Ctrl-C ends the drain at once) and the run's result
-covers the requests that came due before the stop (:attr:`RunResult.interrupted`).
+Ctrl-C (SIGINT) stops the schedule: the requests due by then are the run's (those
+waiting for a free connection are still sent when one frees up), none after them;
+they get the drain to answer. A second Ctrl-C, or a first one once the schedule is
+done, ends the drain at once: what is still in flight is ``ABANDONED``, and
+:attr:`RunResult.interrupted` tells the report.
 """
 
 from __future__ import annotations
@@ -39,12 +41,19 @@ import time
 from array import array
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import cast
 
 import httptools
 
 from approval_service.loadtest.mix import Plan
+from approval_service.loadtest.run_result import (
+    ABANDONED,
+    CONNECTION_ERROR,
+    TIMEOUT,
+    UNSENT,
+    Progress,
+    RunResult,
+)
 
 IDLE_CLOSE_S = 4.0
 TICK_S = 0.1
@@ -54,38 +63,8 @@ PUNCTUAL_FROM_NS = 20_000_000
 #: how long before a request is due a punctual scheduler stops sleeping: the timer's
 #: resolution and the wake-up
 SPIN_NS = 1_500_000
-#: negative status codes for requests that got no HTTP answer
-CONNECTION_ERROR, TIMEOUT, UNSENT = -1, -2, -3
-#: outcome codes
-OUTCOMES = ("none", "approved", "rejected", "referred")
+#: a decision's first letters in an answer, to its code in ``run_result.OUTCOMES``
 _DECISIONS = {b"app": 1, b"rej": 2, b"ref": 3}
-
-
-@dataclass
-class Progress:
-    dispatched: int
-    completed: int
-    failed: int
-    in_flight: int
-    queued: int
-    elapsed_s: float
-
-
-@dataclass
-class RunResult:
-    rate: float
-    duration_s: float
-    count: int
-    lag_ns: array[int]  # dispatch time - scheduled time (the generator's own lateness)
-    wait_ns: array[int]  # write time - dispatch time (waiting for a free connection)
-    latency_ns: array[int]  # answer complete - scheduled time; -1 when no answer
-    status: array[int]  # HTTP status, or CONNECTION_ERROR / TIMEOUT / UNSENT
-    outcome: bytearray  # index into OUTCOMES
-    elapsed_s: float  # start of the schedule to the last answer (or the drain deadline)
-    cpu_s: float  # the generator's own CPU (user + system) during the run
-    connections_opened: int
-    connections_peak: int
-    interrupted: bool = False  # stopped (Ctrl-C) before the schedule's end: count is how far
 
 
 class _Conn(asyncio.Protocol):
@@ -172,6 +151,7 @@ class Engine:
         self.finished = asyncio.Event()
         self.dispatch_done = False
         self.stopped = False
+        self.abandoned = False  # the drain was cut short (Ctrl-C)
         self._scheduler: asyncio.Task[None] | None = None
         self._next_progress = 0
 
@@ -300,13 +280,20 @@ class Engine:
 
     # -- the run -----------------------------------------------------------------------
     def stop(self) -> None:
-        """Send nothing more (Ctrl-C); once nothing is left to send (a second call, or a
-        first one after the schedule), stop waiting for answers too."""
+        """Ctrl-C: the requests due now are the last (see the module docstring); once
+        nothing is left to send (a second call, or a first one after the schedule),
+        stop waiting for answers too."""
         if self.stopped or self.dispatch_done:
+            self.abandoned = True
             self.finished.set()
+        if self.stopped:
+            return
         self.stopped = True
-        if self._scheduler is not None:
-            self._scheduler.cancel()
+        scheduler = self._scheduler
+        if scheduler is not None and not scheduler.done():
+            scheduler.cancel()  # it waits in a sleep: nothing is half dispatched
+            if self.start:  # the clock has started: what is due leaves as it would have
+                self._dispatch_due(self.clock(), len(self.requests))
 
     async def run(self) -> RunResult:
         n = len(self.requests)
@@ -335,6 +322,8 @@ class Engine:
             if self.stopped:  # Ctrl-C while the connections were opening: nothing is sent
                 self._scheduler.cancel()
             await asyncio.wait([self._scheduler])  # a stop() cancels it, not this run
+            if not self._scheduler.cancelled():
+                self._scheduler.result()  # the scheduler's own failure is the run's
             if self.stopped:
                 n = self.dispatched  # what came due before the stop; the rest never did
             self.dispatch_done = True
@@ -352,7 +341,7 @@ class Engine:
         for i in self.queue:
             self.status[i] = UNSENT
         for conn in list(self.busy):
-            self.fail(conn, TIMEOUT)
+            self.fail(conn, ABANDONED if self.abandoned else TIMEOUT)
         for conn in list(self.idle):
             if conn.transport is not None:
                 conn.transport.close()
@@ -377,24 +366,29 @@ class Engine:
         )
 
     async def _schedule(self, n: int) -> None:
-        i = 0
-        lag, queue, idle = self.lag, self.queue, self.idle
         clock, sleep = self.clock, self.sleep
-        while i < n:
+        while self.dispatched < n:
             now = clock()
-            due = self._scheduled(i)
+            due = self._scheduled(self.dispatched)
             if due > now:
                 await sleep(sleep_for(due - now, self.interval_ns))
                 continue
-            while i < n and self._scheduled(i) <= now:
-                lag[i] = now - self._scheduled(i)
-                if idle:
-                    self._send(idle.pop(), i, now)
-                else:
-                    queue.append(i)
-                    self._maybe_open()
-                i += 1
-            self.dispatched = i
+            self._dispatch_due(now, n)
+
+    def _dispatch_due(self, now: int, n: int) -> None:
+        """Every request of the first ``n`` due by ``now`` to an idle connection, or to
+        the queue for the first that frees up."""
+        i = self.dispatched
+        lag, queue, idle = self.lag, self.queue, self.idle
+        while i < n and self._scheduled(i) <= now:
+            lag[i] = now - self._scheduled(i)
+            if idle:
+                self._send(idle.pop(), i, now)
+            else:
+                queue.append(i)
+                self._maybe_open()
+            i += 1
+        self.dispatched = i
 
 
 def sleep_for(wait_ns: int, interval_ns: float) -> float:

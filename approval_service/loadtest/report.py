@@ -3,13 +3,15 @@
 Latency is recorded per request in nanoseconds from its scheduled send time; the
 histogram keeps microseconds with three significant digits (HdrHistogram), which is
 what the percentiles are read from. A request counts as an error when it got no HTTP
-answer (connection error, timeout, never sent before the drain deadline) or an
+answer (connection error, timeout, never sent before the drain ended, abandoned by
+Ctrl-C) or an
 answer other than the one expected: 2xx for an application, 422 for an invalid ID.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,14 +21,15 @@ from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
 from numpy.typing import NDArray
 from rich.table import Table
 
-from approval_service.loadtest.client import (
+from approval_service.loadtest.mix import ITEMS, Plan
+from approval_service.loadtest.run_result import (
+    ABANDONED,
     CONNECTION_ERROR,
     OUTCOMES,
     TIMEOUT,
     UNSENT,
     RunResult,
 )
-from approval_service.loadtest.mix import ITEMS, Plan
 
 #: the generator is behind its schedule when its p99 send lag exceeds this (the loop's
 #: timers have 1 ms resolution, and a burst of answers is handled before the next timer)
@@ -36,7 +39,12 @@ LAG_MAX_WARN_MS = 100.0
 #: ... or when it used more than this share of one core
 CPU_WARN_PERCENT = 80.0
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
-_FAILURES = {CONNECTION_ERROR: "connection", TIMEOUT: "timeout", UNSENT: "unsent"}
+_FAILURES = {
+    CONNECTION_ERROR: "connection",
+    TIMEOUT: "timeout",
+    UNSENT: "unsent",
+    ABANDONED: "abandoned",
+}
 
 
 def histogram(latencies_us: NDArray[np.int64]) -> Any:
@@ -76,7 +84,7 @@ def _spread_ms(values_ns: NDArray[np.int64]) -> dict[str, float]:
 
 
 def error_kinds(result: RunResult, plan: Plan) -> dict[str, int]:
-    """Errors by kind: ``connection``, ``timeout``, ``unsent``, ``http_<status>``."""
+    """Errors by kind: ``connection``, ``timeout``, ``unsent``, ``abandoned``, ``http_<status>``."""
     status = np.frombuffer(result.status, dtype=np.int16)
     expect_422 = np.frombuffer(plan.expect_422, dtype=np.uint8).astype(bool)
     ok = np.where(expect_422, status == 422, (status >= 200) & (status < 300))
@@ -177,7 +185,7 @@ def warnings(summary: dict[str, Any]) -> list[str]:
         )
     unsent = summary["errors_by_kind"].get("unsent", 0)
     if unsent:
-        out.append(f"{unsent} requests were never sent before the drain deadline")
+        out.append(f"{unsent} requests were never sent: no connection came free before the end")
     return out
 
 
@@ -282,8 +290,11 @@ def write_png(result: RunResult, summary: dict[str, Any], path: Path) -> None:
 
 
 def write_json(summary: dict[str, Any], path: Path) -> None:
+    """The report at ``path``, whole or not at all (written aside, then moved there)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    aside = path.with_name(f".{path.name}.part")
+    aside.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(aside, path)
 
 
 def table(summary: dict[str, Any]) -> Table:

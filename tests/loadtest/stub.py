@@ -47,15 +47,18 @@ async def _handle(
 
 
 @contextmanager
-def stub_server(delay: float = 0.0, drop_every: int = 0) -> Iterator[int]:
+def stub_server(
+    delay: float = 0.0, drop_every: int = 0, served: list[int] | None = None
+) -> Iterator[int]:
     """Yields the port; the server runs on its own event loop in a daemon thread.
 
     With ``drop_every`` = k, every k-th request is answered by closing the connection.
+    ``served``, if given, counts the requests answered (in its first item).
     """
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     port: list[int] = []
-    served = [0]
+    served = [0] if served is None else served
 
     async def start() -> asyncio.Server:
         server = await asyncio.start_server(

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from approval_service.loadtest import report
-from approval_service.loadtest.client import CONNECTION_ERROR, TIMEOUT, UNSENT, RunResult
 from approval_service.loadtest.mix import Plan, Pools, build_plan
+from approval_service.loadtest.run_result import CONNECTION_ERROR, TIMEOUT, UNSENT, RunResult
 
 
 def recorded(latencies_ms: list[float], statuses: list[int], outcomes: list[int]) -> RunResult:

@@ -17,6 +17,7 @@ import pytest
 
 from approval_service.loadtest import client, report
 from approval_service.loadtest.mix import Plan, Pools, build_plan
+from approval_service.loadtest.run_result import RunResult
 
 from .stub import stub_server
 
@@ -27,7 +28,7 @@ def plan_of(count: int) -> Plan:
     return plan
 
 
-def summarize(result: client.RunResult, plan: Plan) -> dict[str, object]:
+def summarize(result: RunResult, plan: Plan) -> dict[str, object]:
     return report.summarize(result, plan, url="http://127.0.0.1", connections=64)
 
 

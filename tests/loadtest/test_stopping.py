@@ -1,9 +1,9 @@
 """Ctrl-C stops a load test early and keeps what it measured: the requests due until then.
 
 Against the stub server on 127.0.0.1: the engine stopped mid-schedule sends nothing
-more, waits for what is in flight and reports only the requests that came due; a
-second stop ends the wait; ``miaopi loadtest`` sent SIGINT writes its report and exits
-130.
+that was not due yet, waits for what is in flight and reports only the requests that
+came due; a second stop ends the wait; ``miaopi loadtest`` sent SIGINT writes its
+report and exits 130.
 """
 
 from __future__ import annotations
@@ -14,64 +14,118 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from approval_service.loadtest import client, report
+from approval_service.loadtest.run_result import ABANDONED, UNSENT, RunResult
 
 from .stub import stub_server
-from .test_schedule import plan_of, summarize
+from .test_schedule import MS, plan_of, summarize
 
 MIAOPI = [sys.executable, "-c", "from approval_service.cli.main import app; app()"]
 
 
+async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the run never got there"
+        await asyncio.sleep(0.01)
+
+
 def stopped_run(
-    port: int, count: int, rate: float, stops_at: list[float], drain_s: float = 10.0
-) -> client.RunResult:
-    async def main() -> client.RunResult:
+    port: int,
+    count: int,
+    rate: float,
+    when: Callable[[client.Engine], bool],
+    *,
+    stops: int = 1,
+    drain_s: float = 10.0,
+) -> RunResult:
+    """A run stopped ``stops`` times as soon as ``when`` holds, after the clock started."""
+
+    async def main() -> RunResult:
         engine = client.Engine(
             "127.0.0.1", port, plan_of(count), rate=rate, connections=16, drain_s=drain_s
         )
-        loop = asyncio.get_running_loop()
-        for moment in stops_at:
-            loop.call_later(moment, engine.stop)
-        return await engine.run()
+
+        async def stopper() -> None:
+            await until(lambda: engine.start > 0 and when(engine))
+            for _ in range(stops):
+                engine.stop()
+
+        task = asyncio.get_running_loop().create_task(stopper())
+        result = await engine.run()
+        await task
+        return result
 
     return asyncio.run(main())
 
 
 def test_a_stopped_run_reports_only_the_requests_due_before_the_stop() -> None:
     with stub_server(0.05) as port:
-        result = stopped_run(port, count=2000, rate=100, stops_at=[1.0])
+        result = stopped_run(port, 2000, 100, lambda e: e.dispatched >= 50)
     assert result.interrupted
-    assert 40 <= result.count <= 150  # about a second of a 20 s schedule at 100/s
-    assert result.duration_s == result.count / 100
-    for values in (result.lag_ns, result.latency_ns, result.status, result.outcome):
-        assert len(values) == result.count
+    assert 50 <= result.count < 500 and result.duration_s < 5  # of the 20 s planned
+    arrays = (result.lag_ns, result.wait_ns, result.latency_ns, result.status, result.outcome)
+    assert {len(values) for values in arrays} == {result.count}
     status = np.frombuffer(result.status, dtype=np.int16)
-    assert (status == 201).all()  # what was sent was waited for and answered
+    assert (status == 201).all()  # what came due was sent, waited for and answered
     summary = summarize(result, plan_of(2000).first(result.count))
-    assert summary["requests"] == summary["answered"] == result.count
+    assert summary["answered"] == result.count and summary["errors"] == 0
     assert summary["interrupted"] is True
     assert any("stopped early" in w for w in summary["warnings"])  # type: ignore[attr-defined]
 
 
-def test_a_second_stop_ends_the_wait_for_answers() -> None:
+def test_what_came_due_while_the_scheduler_slept_is_sent_at_the_stop() -> None:
+    """A scheduler behind its schedule: the requests due by the stop are the run's."""
+
+    async def main() -> int:
+        engine = client.Engine("127.0.0.1", 1, plan_of(1000), rate=1000)
+        now = [0]
+
+        async def oversleep(seconds: float) -> None:  # wakes 100 ms late, every time
+            now[0] += 100 * MS
+            await asyncio.sleep(3600)
+
+        engine.clock, engine.sleep = (lambda: now[0]), oversleep
+        engine.start = 10 * MS
+        engine.max_conns = 0  # nothing is sent: due requests queue
+        engine._scheduler = asyncio.get_running_loop().create_task(engine._schedule(1000))
+        await asyncio.sleep(0)  # nothing was due yet: it sleeps
+        assert engine.dispatched == 0
+        now[0] = 60 * MS  # 50 ms after the start: requests 0 to 50 are due
+        engine.stop()
+        await asyncio.wait([engine._scheduler])
+        return engine.dispatched
+
+    assert asyncio.run(main()) == 51
+
+
+def test_a_second_stop_abandons_what_is_in_flight() -> None:
     started = time.perf_counter()
-    with stub_server(30.0) as port:  # answers nothing within the run
-        result = stopped_run(port, count=2000, rate=100, stops_at=[0.5, 1.0], drain_s=60)
-    assert time.perf_counter() - started < 30  # neither the drain nor the answers awaited
-    assert result.interrupted and 0 < result.count <= 150
+    with stub_server(60.0) as port:  # answers nothing within the run
+        result = stopped_run(port, 2000, 100, lambda e: len(e.busy) == 16, stops=2, drain_s=60)
+    assert time.perf_counter() - started < 45  # neither the drain nor the answers awaited
+    assert result.interrupted and 16 <= result.count < 500
     status = np.frombuffer(result.status, dtype=np.int16)
     # in flight on the 16 connections when the wait ended, or due and waiting for one
-    assert (status == client.TIMEOUT).sum() == 16
-    assert ((status == client.TIMEOUT) | (status == client.UNSENT)).all()
+    assert (status == ABANDONED).sum() == 16
+    assert ((status == ABANDONED) | (status == UNSENT)).all()
+    kinds = report.error_kinds(result, plan_of(2000).first(result.count))
+    assert kinds["abandoned"] == 16
 
 
-def test_a_stop_while_the_connections_open_sends_nothing() -> None:
-    with stub_server(0.0) as port:
-        result = stopped_run(port, count=500, rate=100, stops_at=[0.0])
+def test_a_stop_before_the_clock_starts_sends_nothing() -> None:
+    async def main() -> RunResult:
+        with stub_server(0.0) as port:
+            engine = client.Engine("127.0.0.1", port, plan_of(500), rate=100)
+            engine.stop()  # Ctrl-C while the connections open
+            return await engine.run()
+
+    result = asyncio.run(main())
     assert result.interrupted and result.count == 0
     summary = report.summarize(result, plan_of(500).first(0), url="u", connections=16)
     assert summary["requests"] == summary["answered"] == summary["errors"] == 0
@@ -79,24 +133,24 @@ def test_a_stop_while_the_connections_open_sends_nothing() -> None:
 
 def test_a_run_to_its_end_is_not_interrupted() -> None:
     with stub_server(0.0) as port:
-        result = stopped_run(port, count=50, rate=100, stops_at=[])
+        result = client.run("127.0.0.1", port, plan_of(50), rate=100, connections=16)
     assert not result.interrupted and result.count == 50
     assert summarize(result, plan_of(50))["interrupted"] is False
 
 
 def test_ctrl_c_writes_the_report_and_exits_130(tmp_path: Path) -> None:
-    with stub_server(0.0) as port:
+    served = [0]
+    with stub_server(0.0, served=served) as port:
         proc = subprocess.Popen(
             [*MIAOPI, "loadtest", "--url", f"http://127.0.0.1:{port}", "--rate", "50",
-             "--duration", "60", "--key", "k", "--json", "--no-png", "--out", str(tmp_path)],
+             "--duration", "120", "--key", "k", "--json", "--no-png", "--out", str(tmp_path)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
-            assert proc.stderr is not None
-            for line in proc.stderr:
-                if "sending at" in line:
-                    break
-            time.sleep(1.0)
+            deadline = time.monotonic() + 60
+            while served[0] < 5:  # the run is on: its Ctrl-C handler is in place
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
             proc.send_signal(signal.SIGINT)
             out, err = proc.communicate(timeout=60)
         finally:
@@ -105,7 +159,8 @@ def test_ctrl_c_writes_the_report_and_exits_130(tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     summary = json.loads(out)
     assert summary["interrupted"] is True
-    assert 0 < summary["requests"] < 3000 and summary["answered"] == summary["requests"]
+    assert 5 <= summary["requests"] < 6000 and summary["answered"] == summary["requests"]
     assert "stopped early" in err
-    (written,) = tmp_path.glob("loadtest-*.json")
+    (written,) = tmp_path.glob("loadtest-*.json")  # and nothing half-written beside it
     assert json.loads(written.read_text())["requests"] == summary["requests"]
+    assert [p.name for p in tmp_path.iterdir()] == [written.name]
