@@ -41,10 +41,8 @@ import time
 from array import array
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import cast
 
-import httptools
-
+from approval_service.loadtest.connection import Connection
 from approval_service.loadtest.mix import Plan
 from approval_service.loadtest.run_result import (
     ABANDONED,
@@ -65,41 +63,6 @@ PUNCTUAL_FROM_NS = 20_000_000
 SPIN_NS = 1_500_000
 #: a decision's first letters in an answer, to its code in ``run_result.OUTCOMES``
 _DECISIONS = {b"app": 1, b"rej": 2, b"ref": 3}
-
-
-class _Conn(asyncio.Protocol):
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.parser = httptools.HttpResponseParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.current = -1
-        self.sent_at = 0
-        self.idle_since = 0
-        self.code = 0
-        self.body = bytearray()
-
-    # asyncio.Protocol
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self.engine.fail(self, CONNECTION_ERROR)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.engine.lost(self)
-
-    # httptools callbacks
-    def on_headers_complete(self) -> None:
-        self.code = self.parser.get_status_code()
-
-    def on_body(self, body: bytes) -> None:
-        self.body += body
-
-    def on_message_complete(self) -> None:
-        self.engine.complete(self)
 
 
 class Engine:
@@ -135,8 +98,8 @@ class Engine:
         self.latency = array("q", [-1]) * n
         self.status = array("h", bytes(2 * n))
         self.outcome = bytearray(n)
-        self.idle: list[_Conn] = []
-        self.busy: set[_Conn] = set()
+        self.idle: list[Connection] = []
+        self.busy: set[Connection] = set()
         self.queue: deque[int] = deque()
         self.opening = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -160,7 +123,7 @@ class Engine:
         """Open one connection; ``opening`` was counted by the caller."""
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
+            _, conn = await loop.create_connection(lambda: Connection(self), self.host, self.port)
         except OSError:
             self.opening -= 1
             if self.queue:  # the request that asked for this connection fails
@@ -179,7 +142,7 @@ class Engine:
             self._tasks.add(task := asyncio.get_running_loop().create_task(self._open()))
             task.add_done_callback(self._tasks.discard)
 
-    def _send(self, conn: _Conn, i: int, now: int) -> None:
+    def _send(self, conn: Connection, i: int, now: int) -> None:
         assert conn.transport is not None
         conn.current = i
         conn.sent_at = now
@@ -187,7 +150,7 @@ class Engine:
         self.busy.add(conn)
         conn.transport.write(self.requests[i])
 
-    def _release(self, conn: _Conn) -> None:
+    def _release(self, conn: Connection) -> None:
         """A connection became free: it takes the oldest queued request, or goes idle."""
         if self.queue:
             self._send(conn, self.queue.popleft(), time.perf_counter_ns())
@@ -196,7 +159,7 @@ class Engine:
             self.idle.append(conn)
 
     # -- called by connections -------------------------------------------------------
-    def complete(self, conn: _Conn) -> None:
+    def complete(self, conn: Connection) -> None:
         i = conn.current
         if i < 0:
             return
@@ -217,7 +180,7 @@ class Engine:
         elif conn.transport is not None:
             conn.transport.close()
 
-    def fail(self, conn: _Conn, kind: int) -> None:
+    def fail(self, conn: Connection, kind: int) -> None:
         if conn.current >= 0:
             self._record_failure(conn.current, kind)
             conn.current = -1
@@ -225,7 +188,7 @@ class Engine:
         if conn.transport is not None:
             conn.transport.abort()
 
-    def lost(self, conn: _Conn) -> None:
+    def lost(self, conn: Connection) -> None:
         if conn.current >= 0:
             self._record_failure(conn.current, CONNECTION_ERROR)
             conn.current = -1
@@ -301,10 +264,10 @@ class Engine:
         # the whole pool before the clock starts: growing it under load made the
         # scheduler late (connects cost the loop time just when the server stalls);
         # connections left idle are closed by the ticker after IDLE_CLOSE_S
-        first = await loop.create_connection(lambda: _Conn(self), self.host, self.port)
+        first = await loop.create_connection(lambda: Connection(self), self.host, self.port)
         rest = await asyncio.gather(
             *(
-                loop.create_connection(lambda: _Conn(self), self.host, self.port)
+                loop.create_connection(lambda: Connection(self), self.host, self.port)
                 for _ in range(min(self.max_conns, max(n, 1)) - 1)
             )
         )
