@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
+from data_lookups.cache_stores import copied_fact, decode_entry, encode_entry
 from data_lookups.database import ensure_schema, make_engine
 from data_lookups.fact_cache import (
     CachedFactSource,
@@ -131,3 +132,31 @@ def test_gather_warm_tiered(
     expected = SqlFactSource(bench_engine).gather(married_fund_holder, HOUSING)
     assert cached.gather(married_fund_holder, HOUSING) == expected
     _run(benchmark, lambda: cached.gather(married_fund_holder, HOUSING))
+
+
+ELDERLY = frozenset({"person", "allowances", "low_income"})
+
+
+@pytest.mark.parametrize("names", [ELDERLY, HOUSING], ids=["elderly-allowance", "housing"])
+@pytest.mark.parametrize("way", ["all-then-copied", "only-those"])
+def test_decode_a_cached_entry(
+    benchmark: Any, bench_engine: Engine, married_fund_holder: str, way: str, names: frozenset[str]
+) -> None:
+    """An application's read of a kept entry: every fact decoded, then the policy's copied
+    (before), against only the policy's facts decoded (``decode_entry(payload, names)``)."""
+    source = SqlFactSource(bench_engine)
+    payload = encode_entry(*source.gather_stamped(married_fund_holder, ALL_FACTS))
+
+    def all_then_copied() -> object:
+        entry = decode_entry(payload)
+        assert entry is not None
+        return {name: copied_fact(entry[1][name]) for name in names}
+
+    def only_those() -> object:
+        entry = decode_entry(payload, names)
+        assert entry is not None
+        return entry[1]
+
+    read = all_then_copied if way == "all-then-copied" else only_those
+    assert read() == source.gather(married_fund_holder, names)
+    _run(benchmark, read)

@@ -12,7 +12,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -79,8 +79,14 @@ class MemoryFactCache(_StampedLru[Facts]):
     def peek(self, id_number: str) -> Entry | None:
         return self._peek(id_number)
 
-    async def apeek(self, id_number: str) -> Entry | None:
-        return self.peek(id_number)
+    async def apeek(self, id_number: str, names: Collection[str] | None = None) -> Entry | None:
+        entry = self.peek(id_number)
+        if entry is None or names is None:
+            return entry
+        try:  # kept decoded and shared: the caller gets copies
+            return entry[0], {name: copied_fact(entry[1][name]) for name in names}
+        except KeyError:  # kept by another version, without a fact now declared
+            return None
 
     def put(self, id_number: str, stamp: Stamp, bundle: Facts) -> None:
         self._put(id_number, stamp, bundle)
@@ -122,8 +128,8 @@ class PackedMemoryFactCache(_StampedLru[bytes]):
     def peek(self, id_number: str) -> Entry | None:
         return decode_entry(self.peek_payload(id_number))
 
-    async def apeek(self, id_number: str) -> Entry | None:
-        return self.peek(id_number)
+    async def apeek(self, id_number: str, names: Collection[str] | None = None) -> Entry | None:
+        return decode_entry(self.peek_payload(id_number), names)
 
     def put(self, id_number: str, stamp: Stamp, bundle: Facts) -> None:
         self._put(id_number, stamp, encode_entry(stamp, bundle))
@@ -135,16 +141,29 @@ def encode_entry(stamp: Stamp, bundle: Facts) -> bytes:
     return orjson.dumps({"s": list(stamp), "f": facts})
 
 
-def decode_entry(payload: bytes | str | None) -> Entry | None:
-    """The stored entry; None if there is none or it is unreadable."""
+def decode_entry(payload: bytes | str | None, names: Collection[str] | None = None) -> Entry | None:
+    """The stored entry, with only the facts ``names`` if given (decoding the others would
+    be wasted: a policy reads a few of the nine); None if there is none, it is
+    unreadable or it lacks one of ``names``. Each call decodes anew: the caller's own."""
     if payload is None:
         return None
     try:
         data = orjson.loads(payload)
-        return Stamp(*data["s"]), {name: decode_fact(name, raw) for name, raw in data["f"].items()}
+        stored = data["f"]
+        wanted = stored if names is None else names
+        return Stamp(*data["s"]), {name: decode_fact(name, stored[name]) for name in wanted}
     except (ValueError, KeyError, TypeError, AttributeError):
         log.warning("fact cache: unreadable entry ignored")  # written by another version?
         return None
+
+
+def copied_fact(value: object) -> object:
+    """A copy of a fact deep enough that a caller's change cannot reach a shared one."""
+    if isinstance(value, list):
+        return [dict(record) for record in value]
+    if isinstance(value, dict):
+        return dict(value)
+    return value  # dates, decimals, None: immutable
 
 
 def bundle_at(entry: Entry | None, stamp: Stamp) -> Facts | None:
@@ -230,8 +249,8 @@ class RedisFactCache:
     def peek(self, id_number: str) -> Entry | None:
         return decode_entry(self.peek_payload(id_number))
 
-    async def apeek(self, id_number: str) -> Entry | None:
-        return decode_entry(await self.apeek_payload(id_number))
+    async def apeek(self, id_number: str, names: Collection[str] | None = None) -> Entry | None:
+        return decode_entry(await self.apeek_payload(id_number), names)
 
     def peek_payload(self, id_number: str) -> bytes | None:
         """The entry as stored (see :func:`decode_entry`), or None."""

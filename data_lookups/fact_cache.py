@@ -55,7 +55,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from concurrent.futures import Future
 from typing import Protocol
 
@@ -69,6 +69,7 @@ from data_lookups.cache_stores import (
     PackedMemoryFactCache,
     RedisFactCache,
     bundle_at,
+    copied_fact,
     decode_entry,
     encode_entry,
 )
@@ -100,8 +101,10 @@ class FactCache(Protocol):
         """Whatever bundle is stored for the person, with its stamp (the caller validates it)."""
         ...
 
-    async def apeek(self, id_number: str) -> Entry | None:
-        """:meth:`peek` for the event loop (Redis is read without blocking it)."""
+    async def apeek(self, id_number: str, names: Collection[str] | None = None) -> Entry | None:
+        """:meth:`peek` for the event loop (Redis is read without blocking it); with
+        ``names``, the entry holds only those facts, the caller's own to change (None
+        if it lacks one)."""
         ...
 
     def put(self, id_number: str, stamp: Stamp, bundle: Facts) -> None: ...
@@ -145,15 +148,18 @@ class TieredFactCache:
             entry = self._kept(id_number, self.far.peek_payload(id_number))
         return entry
 
-    async def apeek(self, id_number: str) -> Entry | None:
-        entry = self.near.peek(id_number)
-        if entry is None:
-            entry = self._kept(id_number, await self.far.apeek_payload(id_number))
-        return entry
+    async def apeek(self, id_number: str, names: Collection[str] | None = None) -> Entry | None:
+        near = decode_entry(self.near.peek_payload(id_number), names)
+        if near is not None:
+            return near
+        return self._kept(id_number, await self.far.apeek_payload(id_number), names)
 
-    def _kept(self, id_number: str, payload: bytes | None) -> Entry | None:
-        """The entry a payload from the far tier holds, now kept near too."""
-        entry = decode_entry(payload)
+    def _kept(
+        self, id_number: str, payload: bytes | None, names: Collection[str] | None = None
+    ) -> Entry | None:
+        """The entry a payload from the far tier holds (``names`` of it, if given), now
+        kept near too."""
+        entry = decode_entry(payload, names)
         if entry is not None and payload is not None:
             self.near.put_payload(id_number, entry[0], payload)
         return entry
@@ -199,15 +205,6 @@ def make_fact_cache(
     return MemoryFactCache()
 
 
-def _copy(value: object) -> object:
-    """A copy of a fact deep enough that a caller's change cannot reach the cache."""
-    if isinstance(value, list):
-        return [dict(record) for record in value]
-    if isinstance(value, dict):
-        return dict(value)
-    return value  # dates, decimals, None: immutable
-
-
 def make_fact_source(
     engine: Engine, redis_url: str | None, *, prefix: str = "miaopi:"
 ) -> CachedFactSource:
@@ -237,7 +234,7 @@ class CachedFactSource:
         bundle = self.cache.get(id_number, stamp)
         if bundle is None:
             bundle = self._load(id_number, stamp)[1]
-        return {name: _copy(bundle[name]) for name in names}
+        return {name: copied_fact(bundle[name]) for name in names}
 
     def gather_unchecked(self, id_number: str, names: frozenset[str]) -> tuple[Stamp, Facts]:
         """The facts as cached, with the stamp they were read at, without reading the stamp.
@@ -251,17 +248,18 @@ class CachedFactSource:
         entry = self.cache.peek(id_number)
         if entry is None:
             entry = self._load(id_number, None)
-        return entry[0], {name: _copy(entry[1][name]) for name in names}
+        return entry[0], {name: copied_fact(entry[1][name]) for name in names}
 
     async def agather_unchecked(self, id_number: str, names: frozenset[str]) -> tuple[Stamp, Facts]:
         """:meth:`gather_unchecked` on the event loop: neither the cache read nor a miss's
         gather blocks it (on PostgreSQL a miss is read on the loop's own connection,
         concurrent misses in one statement: :mod:`data_lookups.grouped_gathers`)."""
         names = check_names(names)
-        entry = await self.cache.apeek(id_number)
-        if entry is None:
-            entry = await self._aload(id_number)
-        return entry[0], {name: _copy(entry[1][name]) for name in names}
+        entry = await self.cache.apeek(id_number, names)  # those facts only, ours
+        if entry is not None:
+            return entry
+        entry = await self._aload(id_number)
+        return entry[0], {name: copied_fact(entry[1][name]) for name in names}
 
     async def _aload(self, id_number: str) -> Entry:
         gathers = self._loop_gathers()

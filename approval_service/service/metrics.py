@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,8 +177,8 @@ class CountingCache:
         self._count(self.misses if found is None else self.hits)
         return found
 
-    async def apeek(self, id_number: str) -> object:
-        found = await self._inner.apeek(id_number)  # type: ignore[attr-defined]
+    async def apeek(self, id_number: str, names: Collection[str] | None = None) -> object:
+        found = await self._inner.apeek(id_number, names)  # type: ignore[attr-defined]
         self._count(self.misses if found is None else self.hits)
         return found
 
