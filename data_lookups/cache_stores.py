@@ -83,10 +83,9 @@ class MemoryFactCache(_StampedLru[Facts]):
         entry = self.peek(id_number)
         if entry is None or names is None:
             return entry
-        try:  # kept decoded and shared: the caller gets copies
-            return entry[0], {name: copied_fact(entry[1][name]) for name in names}
-        except KeyError:  # kept by another version, without a fact now declared
+        if not all(name in entry[1] for name in names):  # put without one asked for: a miss
             return None
+        return entry[0], {name: copied_fact(entry[1][name]) for name in names}  # shared: copies
 
     def put(self, id_number: str, stamp: Stamp, bundle: Facts) -> None:
         self._put(id_number, stamp, bundle)
@@ -143,13 +142,18 @@ def encode_entry(stamp: Stamp, bundle: Facts) -> bytes:
 
 def decode_entry(payload: bytes | str | None, names: Collection[str] | None = None) -> Entry | None:
     """The stored entry, with only the facts ``names`` if given (decoding the others would
-    be wasted: a policy reads a few of the nine); None if there is none, it is
-    unreadable or it lacks one of ``names``. Each call decodes anew: the caller's own."""
+    be wasted: a policy reads a few of the nine, and a fact not asked for is not looked
+    at, readable or not); None if there is none, it is unreadable or it lacks one of
+    ``names`` (put before that fact was in the catalogue: a miss, which puts it whole).
+    Each call decodes anew: what it returns is the caller's own."""
     if payload is None:
         return None
     try:
         data = orjson.loads(payload)
         stored = data["f"]
+        if names is not None and not all(name in stored for name in names):
+            log.debug("fact cache: an entry without a fact asked for is a miss")
+            return None
         wanted = stored if names is None else names
         return Stamp(*data["s"]), {name: decode_fact(name, stored[name]) for name in wanted}
     except (ValueError, KeyError, TypeError, AttributeError):

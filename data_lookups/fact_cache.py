@@ -232,7 +232,7 @@ class CachedFactSource:
         names = check_names(names)
         stamp = self._inner.stamp(id_number)
         bundle = self.cache.get(id_number, stamp)
-        if bundle is None:
+        if bundle is None or not all(name in bundle for name in names):  # lacking one: a miss
             bundle = self._load(id_number, stamp)[1]
         return {name: copied_fact(bundle[name]) for name in names}
 
@@ -246,7 +246,7 @@ class CachedFactSource:
         """
         names = check_names(names)
         entry = self.cache.peek(id_number)
-        if entry is None:
+        if entry is None or not all(name in entry[1] for name in names):  # lacking one: a miss
             entry = self._load(id_number, None)
         return entry[0], {name: copied_fact(entry[1][name]) for name in names}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import socket
 import subprocess
@@ -28,7 +29,7 @@ from data_lookups.fact_cache import (
     TieredFactCache,
     make_fact_cache,
 )
-from data_lookups.facts import Facts, SqlFactSource, Stamp
+from data_lookups.facts import ALL_FACTS, Facts, SqlFactSource, Stamp
 from data_lookups.importer import import_directory
 from data_lookups.issuance import bump_versions, issue_card
 
@@ -460,38 +461,81 @@ def test_changing_returned_facts_does_not_change_the_cache(
     assert again["person"]["name"] == "张秀英" and again["cards"] == []  # type: ignore[index]
 
 
+async def _closed(cached: CachedFactSource, cache: FactCache) -> None:
+    """Close what this event loop opened: the miss reader's connection, Redis's client."""
+    await cached.aclose()
+    if isinstance(cache, TieredFactCache | RedisFactCache):
+        await cache.aclose()
+
+
 def test_an_application_gets_only_its_policys_facts_and_may_change_them(
     engine: Engine, cache: FactCache, tmp_path: Path
 ) -> None:
-    """The hot path (``agather_unchecked``) decodes only the facts asked for, on a miss
+    """The hot path (``agather_unchecked``) gives exactly the facts asked for, on a miss
     and on a hit, in every kind of cache; what it returns is the caller's own."""
     me = new_id()
     _load(engine, tmp_path, person(me))
     cached = CachedFactSource(SqlFactSource(engine), cache)
 
-    async def read() -> tuple[Stamp, Facts]:
-        return await cached.agather_unchecked(me, PERSON)
+    async def reads() -> list[tuple[Stamp, Facts]]:
+        seen = []
+        for _ in range(3):  # a miss, then hits
+            stamp, facts = await cached.agather_unchecked(me, PERSON)
+            seen.append((stamp, copy.deepcopy(facts)))  # as read, before the changes
+            facts["person"]["name"] = "changed"  # type: ignore[index]
+            facts["cards"].append({"card_no": "x"})  # type: ignore[attr-defined]
+        await _closed(cached, cache)
+        return seen
 
-    missed = asyncio.run(read())  # gathered and kept
-    assert set(missed[1]) == PERSON
-    missed[1]["person"]["name"] = "changed"  # type: ignore[index]
-    missed[1]["cards"].append({"card_no": "x"})  # type: ignore[attr-defined]
-    hit = asyncio.run(read())
-    assert set(hit[1]) == PERSON and hit[0] == missed[0]
-    assert hit[1] == cached.gather(me, PERSON)  # the same facts as a checked read
-    assert hit[1]["person"]["name"] == "张秀英" and hit[1]["cards"] == []  # type: ignore[index]
-    hit[1]["cards"].append({"card_no": "y"})  # type: ignore[attr-defined]
-    assert asyncio.run(read())[1]["cards"] == []
+    seen = asyncio.run(reads())
+    expected = SqlFactSource(engine).gather_stamped(me, PERSON)
+    for stamp, facts in seen:
+        assert (stamp, set(facts)) == (expected[0], PERSON)
+    # each read got the facts as registered, not what the caller before changed
+    assert seen[1][1]["person"]["name"] == seen[2][1]["person"]["name"] == "张秀英"  # type: ignore[index]
+    assert cached.gather(me, PERSON) == expected[1]
 
 
-def test_an_entry_without_a_fact_now_asked_for_is_a_miss() -> None:
-    """Kept by another version of the catalogue: read again, not a KeyError."""
+def test_an_entry_without_a_fact_asked_for_is_read_again_and_put_whole(
+    engine: Engine, cache: FactCache, tmp_path: Path
+) -> None:
+    """An entry put before a fact was in the catalogue: a miss on every path (checked,
+    unchecked, on the event loop), not a KeyError, and the entry is put whole again in
+    every tier."""
+    me = new_id()
+    _load(engine, tmp_path, person(me))
+    source = SqlFactSource(engine)
+    stamp, full = source.gather_stamped(me, ALL_FACTS)
+    cached = CachedFactSource(source, cache)
+
+    def short() -> None:
+        cache.put(me, stamp, {"person": full["person"]})  # no cards, no fund
+
+    def whole(c: FactCache) -> bool:
+        entry = c.peek(me)
+        return entry is not None and set(entry[1]) == ALL_FACTS
+
+    async def on_the_loop() -> tuple[Stamp, Facts]:
+        found = await cached.agather_unchecked(me, PERSON)
+        await _closed(cached, cache)
+        return found
+
+    short()
+    assert asyncio.run(on_the_loop()) == (stamp, {k: full[k] for k in PERSON})
+    assert whole(cache)
+    if isinstance(cache, TieredFactCache):
+        assert whole(cache.near) and whole(cache.far)
+    for read in (lambda: cached.gather(me, PERSON), lambda: cached.gather_unchecked(me, PERSON)[1]):
+        short()
+        assert read() == {k: full[k] for k in PERSON}
+        assert whole(cache)
+
+
+def test_decoding_only_some_facts_needs_only_those() -> None:
     stamp = Stamp(1, 0)
-    near = PackedMemoryFactCache()
-    near.put_payload("p", stamp, encode_entry(stamp, {"person": None}))
-    assert decode_entry(near.peek_payload("p"), ["person"]) == (stamp, {"person": None})
-    assert decode_entry(near.peek_payload("p"), ["person", "cards"]) is None
-    assert asyncio.run(near.apeek("p", ["person", "cards"])) is None
-    memory = MemoryFactCache()
-    memory.put("p", stamp, {"person": None})
-    assert asyncio.run(memory.apeek("p", ["person", "cards"])) is None
+    payload = encode_entry(stamp, {"person": None, "retired_on": None})
+    assert decode_entry(payload, frozenset({"person"})) == (stamp, {"person": None})
+    assert decode_entry(payload, ["person", "cards"]) is None  # any collection of names
+    broken = payload.replace(b'"retired_on":null', b'"retired_on":"not a date"')
+    assert decode_entry(broken) is None  # the whole entry: unreadable
+    assert decode_entry(broken, ["person"]) == (stamp, {"person": None})  # not looked at
