@@ -12,7 +12,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -83,9 +83,9 @@ class MemoryFactCache(_StampedLru[Facts]):
         entry = self.peek(id_number)
         if entry is None or names is None:
             return entry
-        if not all(name in entry[1] for name in names):  # put without one asked for: a miss
+        if not holds(entry[1], names):  # put without one asked for: a miss
             return None
-        return entry[0], {name: copied_fact(entry[1][name]) for name in names}  # shared: copies
+        return entry[0], copied_facts(entry[1], names)  # shared: copies
 
     def put(self, id_number: str, stamp: Stamp, bundle: Facts) -> None:
         self._put(id_number, stamp, bundle)
@@ -151,7 +151,7 @@ def decode_entry(payload: bytes | str | None, names: Collection[str] | None = No
     try:
         data = orjson.loads(payload)
         stored = data["f"]
-        if names is not None and not all(name in stored for name in names):
+        if names is not None and not holds(stored, names):
             log.debug("fact cache: an entry without a fact asked for is a miss")
             return None
         wanted = stored if names is None else names
@@ -159,6 +159,16 @@ def decode_entry(payload: bytes | str | None, names: Collection[str] | None = No
     except (ValueError, KeyError, TypeError, AttributeError):
         log.warning("fact cache: unreadable entry ignored")  # written by another version?
         return None
+
+
+def holds(bundle: Mapping[str, object], names: Iterable[str]) -> bool:
+    """Whether a bundle (or a stored entry's facts) has every fact of ``names``."""
+    return all(name in bundle for name in names)
+
+
+def copied_facts(bundle: Facts, names: Iterable[str]) -> Facts:
+    """The facts ``names`` of a bundle, each :func:`copied_fact`."""
+    return {name: copied_fact(bundle[name]) for name in names}
 
 
 def copied_fact(value: object) -> object:

@@ -69,9 +69,10 @@ from data_lookups.cache_stores import (
     PackedMemoryFactCache,
     RedisFactCache,
     bundle_at,
-    copied_fact,
+    copied_facts,
     decode_entry,
     encode_entry,
+    holds,
 )
 from data_lookups.facts import ALL_FACTS, Facts, SqlFactSource, Stamp, check_names
 from data_lookups.grouped_gathers import GroupedGathers
@@ -232,9 +233,9 @@ class CachedFactSource:
         names = check_names(names)
         stamp = self._inner.stamp(id_number)
         bundle = self.cache.get(id_number, stamp)
-        if bundle is None or not all(name in bundle for name in names):  # lacking one: a miss
+        if bundle is None or not holds(bundle, names):  # lacking one: a miss
             bundle = self._load(id_number, stamp)[1]
-        return {name: copied_fact(bundle[name]) for name in names}
+        return copied_facts(bundle, names)
 
     def gather_unchecked(self, id_number: str, names: frozenset[str]) -> tuple[Stamp, Facts]:
         """The facts as cached, with the stamp they were read at, without reading the stamp.
@@ -246,9 +247,9 @@ class CachedFactSource:
         """
         names = check_names(names)
         entry = self.cache.peek(id_number)
-        if entry is None or not all(name in entry[1] for name in names):  # lacking one: a miss
+        if entry is None or not holds(entry[1], names):  # lacking one: a miss
             entry = self._load(id_number, None)
-        return entry[0], {name: copied_fact(entry[1][name]) for name in names}
+        return entry[0], copied_facts(entry[1], names)
 
     async def agather_unchecked(self, id_number: str, names: frozenset[str]) -> tuple[Stamp, Facts]:
         """:meth:`gather_unchecked` on the event loop: neither the cache read nor a miss's
@@ -259,7 +260,7 @@ class CachedFactSource:
         if entry is not None:
             return entry
         entry = await self._aload(id_number)
-        return entry[0], {name: copied_fact(entry[1][name]) for name in names}
+        return entry[0], copied_facts(entry[1], names)
 
     async def _aload(self, id_number: str) -> Entry:
         gathers = self._loop_gathers()

@@ -289,10 +289,11 @@ class Engine:
                 self._scheduler.result()  # the scheduler's own failure is the run's
             if self.stopped:
                 n = self.dispatched  # what came due before the stop; the rest never did
+            cut = n < len(self.requests)  # the run is of the requests that came due only
             self.dispatch_done = True
             if self.done >= self.dispatched:
                 self.finished.set()
-            due_end = time.perf_counter_ns() if n < len(self.requests) else self._scheduled(n)
+            due_end = time.perf_counter_ns() if cut else self._scheduled(n)
             drain_deadline = due_end + self.drain_ns
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
@@ -311,7 +312,6 @@ class Engine:
         await asyncio.sleep(0)  # let the transports' close callbacks run
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
         answered_until = self.last_answer if self.finished.is_set() else end
-        cut = n < len(self.requests)  # arrays of the requests that came due only
         return RunResult(
             rate=self.rate,
             duration_s=n / self.rate,

@@ -4,8 +4,8 @@ Latency is recorded per request in nanoseconds from its scheduled send time; the
 histogram keeps microseconds with three significant digits (HdrHistogram), which is
 what the percentiles are read from. A request counts as an error when it got no HTTP
 answer (connection error, timeout, never sent before the drain ended, abandoned by
-Ctrl-C) or an
-answer other than the one expected: 2xx for an application, 422 for an invalid ID.
+Ctrl-C) or an answer other than the one expected: 2xx for an application, 422 for an
+invalid ID.
 """
 
 from __future__ import annotations
