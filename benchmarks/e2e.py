@@ -231,6 +231,9 @@ def summary_table(real: dict[str, Any], base: dict[str, Any]) -> str:
         comparable = isinstance(a, int | float) and b and not label.startswith("load")
         ratio = f"{a / b:10.2f}" if comparable else f"{'':>10}"  # type: ignore[operator]
         lines.append(f"{label:26}{a!s:>14}{b!s:>14}{ratio}")
+    for path, way in (real.get("service") or {}).get("write_group_paths", {}).items():
+        figures = f"{way['share']:.1%} of groups, {way['mean_ms']} ms"
+        lines.append(f"{'  groups ' + path:26}{figures:>28}")
     return "\n".join(lines)
 
 

@@ -191,10 +191,13 @@ def parse_counters(text: str) -> dict[str, float]:
             if suffix in ("total", "count", "sum"):
                 key = name if suffix == "total" else f"{name}_{suffix}"
                 totals[key] = totals.get(key, 0.0) + sample.value
+                path = sample.labels.get("path")
+                if path is not None:  # the writer's groups, also by the way each went
+                    totals[f"{key}@{path}"] = totals.get(f"{key}@{path}", 0.0) + sample.value
     return totals
 
 
-def counters_between(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+def counters_between(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
     """What the service counted during a run: the fact reads that hit and missed the
     cache, the writer's groups and mean group, and each stage's mean time in ms.
 
@@ -202,11 +205,14 @@ def counters_between(before: dict[str, float], after: dict[str, float]) -> dict[
     facts to its record committed), ``fact_read`` of each application, ``write_queue``
     (its first application's wait) and ``write_group`` of each group, so the stages do
     not add up to the decision. A group that failed counts once, and then each of its
-    applications again as a group of one (rare: a raced key, a deadlock)."""
+    applications again as a group of one (rare: a raced key, a deadlock).
+    ``write_group_paths``: per way a group went (``at_once``, one round trip;
+    ``checked``, stamps read first; ``refused_at_once``, refused and then checked;
+    ``failed``), its groups, their share and mean ms."""
     delta = {k: after[k] - before.get(k, 0.0) for k in after}
     hits, misses = delta.get("fact_cache_hits", 0.0), delta.get("fact_cache_misses", 0.0)
     groups = delta.get("group_size_count", 0.0)
-    out: dict[str, float] = {
+    out: dict[str, Any] = {
         "fact_cache_hits": round(hits),
         "fact_cache_misses": round(misses),
         "fact_cache_miss_share": round(misses / (hits + misses), 4) if hits + misses else 0.0,
@@ -217,6 +223,18 @@ def counters_between(before: dict[str, float], after: dict[str, float]) -> dict[
         count = delta.get(f"{stage}_count", 0.0)
         if count:
             out[f"{stage}_mean_ms"] = round(1000 * delta.get(f"{stage}_sum", 0.0) / count, 3)
+    # the way the groups went (one round trip, or stamps read first) and each way's time
+    by_path: dict[str, dict[str, float]] = {}
+    for key, value in sorted(delta.items()):
+        stage, by, path = key.partition("@")
+        if stage == "write_group_count" and by and value:
+            mean = 1000 * delta.get(f"write_group_sum@{path}", 0.0) / value
+            by_path[path] = {"groups": round(value), "mean_ms": round(mean, 3)}
+    if by_path:
+        total = sum(way["groups"] for way in by_path.values())
+        for way in by_path.values():
+            way["share"] = round(way["groups"] / total, 4)
+        out["write_group_paths"] = by_path
     return out
 
 

@@ -125,3 +125,26 @@ def test_e2e_reads_the_services_own_counts_of_misses_and_groups(
     assert run["decision_mean_ms"] == 6.0  # not the 0.5 s before the run
     assert run["write_queue_mean_ms"] == 0.5
     assert run["write_group_mean_ms"] == 2.0
+
+
+def test_e2e_reports_the_way_each_group_went(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from e2e import summary_table
+    from e2e_support import counters_between, parse_counters
+
+    metrics = Metrics()
+    metrics.observe(metrics.labelled(metrics.group_seconds, "at_once"), 0.002)  # before
+    before = parse_counters(exposition(metrics).decode())
+    for seconds in (0.001, 0.003, 0.002):
+        metrics.observe(metrics.labelled(metrics.group_seconds, "at_once"), seconds)
+    metrics.observe(metrics.labelled(metrics.group_seconds, "refused_at_once"), 0.008)
+    metrics.observe(metrics.labelled(metrics.group_seconds, "checked"), 0.004)
+    run = counters_between(before, parse_counters(exposition(metrics).decode()))
+    assert run["write_group_paths"] == {
+        "at_once": {"groups": 3, "mean_ms": 2.0, "share": 0.6},
+        "checked": {"groups": 1, "mean_ms": 4.0, "share": 0.2},
+        "refused_at_once": {"groups": 1, "mean_ms": 8.0, "share": 0.2},
+    }
+    assert run["write_group_mean_ms"] == 3.6  # every way together, as before
+    table = summary_table({"service": run}, {})
+    assert "groups refused_at_once" in table and "20.0% of groups, 8.0 ms" in table
