@@ -12,6 +12,7 @@ from approval_service.authoring.lint import check_catalogue
 from approval_service.engine.backends import PolicySet
 from approval_service.errors import Location, PolicyDefinitionError, PolicyError, PolicyFolderError
 from approval_service.policy.model import Policy
+from approval_service.service import group_store
 from approval_service.service.clock import Clock
 from approval_service.service.documents import dumps
 from approval_service.service.group_commit import GroupCommitter
@@ -88,6 +89,7 @@ class Container:
             after_commit_on_loop=self.recorder.after_commit_on_loop,
             linger=self.settings.group_linger_ms / 1000,
             observe_group=self.metrics.observe_group,
+            on_connect=group_store.writer_session,
         )
 
     @classmethod

@@ -39,7 +39,8 @@ runs every entry again alone, one transaction each, so only the entry at fault
 sees the error; nothing is half-written. When the database cannot be reached,
 the whole group gets that error at once (retrying each alone would only wait
 for the same outage again and again). A connection that failed is dropped and
-the next group opens a new one.
+the next group opens a new one. An ``on_connect`` function sets up each connection
+the writer opens (the group recorder's session settings) before its first group.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ AfterCommit = Callable[[Sequence[T], Sequence[R]], None]
 AfterCommitOnLoop = Callable[[Sequence[T], Sequence[R]], Awaitable[None]]
 #: told when the writer starts on a group: its size, and how long its first entry waited (s)
 ObserveGroup = Callable[[int, float], None]
+#: sets up each connection the writer opens, before its first group (session settings)
+OnConnect = Callable[[Connection], None]
 #: the writer counts as busy when its last group of two or more ended this recently (s)
 BUSY_WITHIN = 0.005
 
@@ -129,8 +132,10 @@ class GroupCommitter(Generic[T, R]):
         linger_until: int = 16,
         after_commit_on_loop: AfterCommitOnLoop[T, R] | None = None,
         observe_group: ObserveGroup | None = None,
+        on_connect: OnConnect | None = None,
     ) -> None:
         self.engine = engine
+        self.on_connect = on_connect
         self.observe_group = observe_group
         self.process = process
         self.after_commit = after_commit
@@ -295,7 +300,15 @@ class GroupCommitter(Generic[T, R]):
     def _connection(self) -> Connection:
         if self._conn is None:
             with unavailable_as_registry_error():
-                self._conn = self.engine.connect().execution_options(**write_options())
+                conn = self.engine.connect().execution_options(**write_options())
+                try:
+                    if self.on_connect is not None:
+                        self.on_connect(conn)
+                except BaseException:  # not set up as it must be: never used
+                    conn.invalidate()
+                    conn.close()
+                    raise
+                self._conn = conn
         return self._conn
 
     def _drop_connection(self) -> None:

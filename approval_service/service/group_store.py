@@ -86,8 +86,8 @@ _EARLIER = (
 
 # every person whose stamp moved since the cache read it; group_expect_current (migration
 # 0015) fails the transaction unless there is none. Prepared (write_at_once): the version
-# is a scalar subquery on the primary key so that even the generic plan, made while the
-# table is small, is an index lookup per person, as it must be at a million rows.
+# is a scalar subquery on the primary key, an index lookup per person on the writer's
+# session however small the table was when the plan was made (_WRITER_SESSION).
 _EXPECT_CURRENT = (
     "SELECT group_expect_current(count(*)) FROM ("
     "SELECT 1 FROM unnest(string_to_array(%(ids)s, ','), "
@@ -96,6 +96,14 @@ _EXPECT_CURRENT = (
     "<> e.version "
     "UNION ALL SELECT 1 FROM registry_state WHERE id = 1 AND epoch <> %(epoch)s) AS stale"
 )
+# The writer's statements find every row they read by a key. A prepared statement keeps
+# the generic plan it got once, priced on the statistics of that moment: made while
+# fact_versions held a page (a new deployment's first issuances; a database whose
+# autovacuum is off never analyses it again), the stamp check above scanned the whole
+# table for each person of every group ever after, 3-10 ms a group once it held a few
+# thousand rows. Priced out on the writer's session, a scan is planned only where no
+# index can serve, whatever the statistics say.
+_WRITER_SESSION = "SET enable_seqscan = off"
 #: the largest group :func:`write_at_once` takes: the more entries, the likelier one is stale
 #: or repeated and the whole group sent twice; a busy service's larger groups go the long way
 AT_ONCE_MAX = 8
@@ -106,6 +114,16 @@ def _driver(conn: Connection) -> psycopg.Connection[Any] | None:
         return None
     driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
     return driver
+
+
+def writer_session(conn: Connection) -> None:
+    """Set up the group writer's own connection once, before its first group
+    (PostgreSQL: plans look rows up by key, see ``_WRITER_SESSION``). Committed, so that
+    no rollback of a group undoes it; the writer never hands the connection back to
+    the pool (it drops it), so no other caller inherits the setting."""
+    if is_postgres(conn):  # a lost connection: the writer's caller translates it
+        conn.exec_driver_sql(_WRITER_SESSION)
+        conn.commit()
 
 
 def lock_people(conn: Connection, people: Iterable[str]) -> None:
