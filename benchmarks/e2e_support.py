@@ -180,7 +180,9 @@ def service_counters(port: int) -> dict[str, float] | None:
 def parse_counters(text: str) -> dict[str, float]:
     """The totals of :data:`SERVICE_COUNTERS` in a Prometheus exposition, every label and
     worker added up: ``fact_cache_hits``, ``group_size_count`` (groups),
-    ``group_size_sum`` (their applications), ``fact_read_sum`` (seconds) and so on."""
+    ``group_size_sum`` (their applications), ``fact_read_sum`` (seconds) and so on;
+    for a family labelled by ``path`` (the writer's groups) also each way's own, as
+    ``write_group_count@at_once`` beside the total ``write_group_count``."""
     totals: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         name = SERVICE_COUNTERS.get(family.name)

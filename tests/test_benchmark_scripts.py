@@ -139,7 +139,12 @@ def test_e2e_reports_the_way_each_group_went(monkeypatch: pytest.MonkeyPatch) ->
         metrics.observe(metrics.labelled(metrics.group_seconds, "at_once"), seconds)
     metrics.observe(metrics.labelled(metrics.group_seconds, "refused_at_once"), 0.008)
     metrics.observe(metrics.labelled(metrics.group_seconds, "checked"), 0.004)
-    run = counters_between(before, parse_counters(exposition(metrics).decode()))
+    after = parse_counters(exposition(metrics).decode())
+    # the totals every way together, as before, and each way's on its own, once each
+    assert (after["write_group_count"], after["write_group_count@at_once"]) == (6, 4)
+    assert after["write_group_sum"] == pytest.approx(0.020)
+    assert after["write_group_sum@refused_at_once"] == pytest.approx(0.008)
+    run = counters_between(before, after)
     assert run["write_group_paths"] == {
         "at_once": {"groups": 3, "mean_ms": 2.0, "share": 0.6},
         "checked": {"groups": 1, "mean_ms": 4.0, "share": 0.2},

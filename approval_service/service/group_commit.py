@@ -40,7 +40,7 @@ sees the error; nothing is half-written. When the database cannot be reached,
 the whole group gets that error at once (retrying each alone would only wait
 for the same outage again and again). A connection that failed is dropped and
 the next group opens a new one. An ``on_connect`` function sets up each connection
-the writer opens (the group recorder's session settings) before its first group.
+the writer opens (the service's: ``group_store.writer_session``) before its first group.
 """
 
 from __future__ import annotations
@@ -312,6 +312,7 @@ class GroupCommitter(Generic[T, R]):
         return self._conn
 
     def _drop_connection(self) -> None:
+        # invalidated, never handed back: no pooled caller inherits on_connect's settings
         if self._conn is not None:
             try:
                 self._conn.invalidate()

@@ -101,8 +101,10 @@ _EXPECT_CURRENT = (
 # fact_versions held a page (a new deployment's first issuances; a database whose
 # autovacuum is off never analyses it again), the stamp check above scanned the whole
 # table for each person of every group ever after, 3-10 ms a group once it held a few
-# thousand rows. Priced out on the writer's session, a scan is planned only where no
-# index can serve, whatever the statistics say.
+# thousand rows (only an ANALYZE of the table makes PostgreSQL plan it again). With scans
+# priced out on the writer's session, its plans take an index wherever one serves,
+# whatever the statistics say; every statement of the writer has one (a key lookup, an
+# insert, an ON CONFLICT on a key), and the one-row registry_state costs nothing more.
 _WRITER_SESSION = "SET enable_seqscan = off"
 #: the largest group :func:`write_at_once` takes: the more entries, the likelier one is stale
 #: or repeated and the whole group sent twice; a busy service's larger groups go the long way
@@ -186,8 +188,9 @@ def write_at_once(
     with translated("writing the group at once"):
         try:
             # prepared, unlike the long way's statements (see _CUSTOM_PLANS): parsing and
-            # planning them took as long as carrying them out, and their plans cannot go
-            # wrong (the locks read no table, the check looks up primary keys)
+            # planning them took as long as carrying them out; the locks read no table and
+            # the check looks up primary keys, by index on the writer's session (a plan
+            # made while a table was small scanned it: _WRITER_SESSION)
             batch = StatementBatch(driver)
             batch.add(_LOCK, {"ids": check["ids"]})
             batch.add(_EXPECT_CURRENT, check)
