@@ -300,15 +300,13 @@ class GroupCommitter(Generic[T, R]):
     def _connection(self) -> Connection:
         if self._conn is None:
             with unavailable_as_registry_error():
-                conn = self.engine.connect().execution_options(**write_options())
+                self._conn = self.engine.connect().execution_options(**write_options())
                 try:
                     if self.on_connect is not None:
-                        self.on_connect(conn)
+                        self.on_connect(self._conn)
                 except BaseException:  # not set up as it must be: never used
-                    conn.invalidate()
-                    conn.close()
+                    self._drop_connection()
                     raise
-                self._conn = conn
         return self._conn
 
     def _drop_connection(self) -> None:
