@@ -16,14 +16,17 @@ Nothing is half-issued: issuance and record commit together or not at all.
 
 On PostgreSQL a small group that needs nothing read first is written in one
 round trip, PostgreSQL checking the stamps; if it refuses, the group goes the
-long way, stamps and earlier answers read first (:mod:`group_store`).
+long way, stamps and earlier answers read first (:mod:`group_store`). A group
+holding an ``Idempotency-Key`` this writer recorded lately goes the long way at
+once (:class:`RecentKeys`): PostgreSQL would refuse it, a round trip for nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
@@ -60,6 +63,44 @@ def _made_old(group: Sequence[Pending], outcomes: Sequence[Outcome]) -> list[str
     ]
 
 
+Key = tuple[str, str]  # (channel, Idempotency-Key)
+
+
+class RecentKeys:
+    """The last ``size`` keys this writer recorded, oldest forgotten first (a portal's
+    retry comes within seconds; 16,384 keys is several seconds of a busy worker, about
+    4 MB).
+
+    Only a hint for the way a group goes: a key found here is taken, so a group
+    holding it goes the long way at once, which reads its first answer. A key
+    not found here may still be taken (by another worker, or long ago), and
+    PostgreSQL then refuses the group's one round trip, as before. A key kept
+    here whose group then failed only costs its repeat the long way. Used by
+    the writer's thread alone.
+    """
+
+    def __init__(self, size: int = 16_384) -> None:
+        self._keys: OrderedDict[Key, None] = OrderedDict()
+        self._size = size
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, keys: Iterable[Key]) -> None:
+        for key in keys:
+            self._keys[key] = None
+            self._keys.move_to_end(key)
+        while len(self._keys) > self._size:
+            self._keys.popitem(last=False)
+
+
+def _keys(group: Sequence[Pending]) -> list[Key]:
+    return [(p.channel, p.idempotency_key) for p in group if p.idempotency_key is not None]
+
+
 if TYPE_CHECKING:  # the container builds the group committer around this recorder
     from approval_service.service.container import Container
 
@@ -71,6 +112,7 @@ class GroupRecorder:
         self.c = container
         self._postgres = is_postgres(container.engine)
         self.spare_cards = SpareCardNumbers()  # PostgreSQL: drawn ahead by the long way
+        self.recent_keys = RecentKeys()  # PostgreSQL: keys of the groups recorded lately
 
     def record_group(self, conn: Connection, group: Sequence[Pending]) -> list[Outcome]:
         """Check, issue, record and commit a group of applications on ``conn``.
@@ -98,15 +140,23 @@ class GroupRecorder:
                 outcomes = self._record_at_once(conn, group)
                 if outcomes is not None:
                     path = timed = "at_once"
+                    self._remember_keys(group)
                     return outcomes
                 path = "refused_at_once"
             else:
                 path = "checked"
             outcomes = self._record_checked(conn, group)
             timed = path
+            self._remember_keys(group)
             return outcomes
         finally:
             self._count(path, timed, started)
+
+    def _remember_keys(self, group: Sequence[Pending]) -> None:
+        """Keep the group's keys, so that a repeat goes the long way at once (PostgreSQL;
+        on SQLite every group goes that way)."""
+        if self._postgres:
+            self.recent_keys.add(_keys(group))
 
     def _count(self, path: str | None, timed: str, started: float) -> None:
         """Count the group's way and time. On PostgreSQL the group has committed by now,
@@ -124,15 +174,16 @@ class GroupRecorder:
 
     def _at_once_possible(self, group: Sequence[Pending]) -> bool:
         """A small PostgreSQL group that needs nothing read first: its cards' numbers at
-        hand, nobody twice, no key twice, one epoch."""
+        hand, nobody twice, no key twice nor one recorded lately, one epoch."""
         if not self._postgres or len(group) > group_store.AT_ONCE_MAX:
             return False
         if _cards(group) > len(self.spare_cards):
             return False
-        keyed = [(p.channel, p.idempotency_key) for p in group if p.idempotency_key is not None]
+        keyed = _keys(group)
         return (
             len({p.app.applicant_id for p in group}) == len(group)
             and len(set(keyed)) == len(keyed)
+            and not any(key in self.recent_keys for key in keyed)
             and len({p.stamp.epoch for p in group}) == 1
         )
 
@@ -167,7 +218,7 @@ class GroupRecorder:
     def _record_checked(self, conn: Connection, group: Sequence[Pending]) -> list[Outcome]:
         """The group the long way: stamps and earlier answers read under the locks first."""
         people = [p.app.applicant_id for p in group]
-        keyed = [(p.channel, p.idempotency_key) for p in group if p.idempotency_key is not None]
+        keyed = _keys(group)
         wanted = _cards(group) + (self.spare_cards.wanted() if self._postgres else 0)
         issuer = group_store.issuer(conn, cards_expected=wanted)
         stamps, earlier = group_store.open_group(conn, self.c.sql_facts, people, keyed, issuer)

@@ -10,7 +10,7 @@ import pytest
 
 from approval_service.service.applications import ApplicationService
 from approval_service.service.container import Container
-from approval_service.service.group_recording import GroupRecorder
+from approval_service.service.group_recording import GroupRecorder, RecentKeys
 from approval_service.service.pending import IdempotencyMismatch
 from data_lookups.database import write_transaction
 
@@ -67,9 +67,8 @@ def test_a_repeated_key_in_a_later_group_gets_the_first_answer(
     doc, created = apply_via(via, service, person, "elderly-allowance", None, key)
     before = write_paths(container)
     again, created_again = apply_via(via, service, person, "elderly-allowance", None, key)
-    assert paths_since(container, before) == {
-        "refused_at_once" if postgres(container) else "checked": 1  # the key is taken
-    }
+    # the writer recorded the key: its repeat goes the long way at once, not refused first
+    assert paths_since(container, before) == {"checked": 1}
     assert created and doc["decision"] == "approved"
     assert not created_again and again == doc
     assert recorded(container, idempotency_key=key) == 1
@@ -81,6 +80,58 @@ def test_a_repeated_key_in_a_later_group_gets_the_first_answer(
     )
     assert created_other and other["application_id"] != doc["application_id"]
     assert codes(other) == ["ALREADY_RECEIVING"]
+
+
+def test_a_key_another_writer_recorded_is_refused_at_once_and_then_answered_as_first(
+    container: Container, service: ApplicationService, recorder: GroupRecorder
+) -> None:
+    """Another worker's writer recorded the key: this one does not know it, so on
+    PostgreSQL the group's one round trip is refused and the long way finds the answer."""
+    person, key = add_person(container), new_key()
+    doc, created = service.apply("portal", "elderly-allowance", person, None, key)
+    assert created
+    before = write_paths(container)
+    with write_transaction(container.engine) as conn:
+        (again,) = recorder.record_group(
+            conn, [pending(container, service, person, "elderly-allowance", key=key)]
+        )
+    assert paths_since(container, before) == {
+        "refused_at_once" if postgres(container) else "checked": 1  # the key is taken
+    }
+    assert not again.created and again.document == doc
+    assert recorded(container, idempotency_key=key) == 1
+    assert issued(container, "allowances", person) == 1
+    if postgres(container):  # now it knows: the next repeat goes the long way at once
+        assert ("portal", key) in recorder.recent_keys
+
+
+def test_a_group_that_failed_leaves_its_key_unknown(
+    container: Container, service: ApplicationService, recorder: GroupRecorder
+) -> None:
+    person, key = add_person(container), new_key()
+    group = [
+        pending(container, service, person, "senior-card-new", {"mailing_address": a}, key)
+        for a in ("亳州市", "合肥市")
+    ]
+    with pytest.raises(IdempotencyMismatch), write_transaction(container.engine) as conn:
+        recorder.record_group(conn, group)
+    assert ("portal", key) not in recorder.recent_keys
+    before = write_paths(container)
+    with write_transaction(container.engine) as conn:
+        (first,) = recorder.record_group(conn, group[:1])
+    assert first.created
+    assert paths_since(container, before) == {"at_once" if postgres(container) else "checked": 1}
+
+
+def test_recent_keys_forget_the_oldest_and_keep_what_came_again() -> None:
+    keys = RecentKeys(size=3)
+    keys.add([("portal", "a"), ("portal", "b"), ("portal", "c")])
+    keys.add([("portal", "a")])  # again: now the newest
+    keys.add([("portal", "d")])
+    assert len(keys) == 3
+    assert ("portal", "b") not in keys
+    assert all(("portal", k) in keys for k in "acd")
+    assert ("counter", "a") not in keys  # a key belongs to its channel
 
 
 def test_the_same_key_with_another_body_in_one_group_changes_nothing(
