@@ -36,6 +36,13 @@ class Settings(BaseSettings):
         "applications before it is written (0: never); a lone request never waits, but "
         "from about 1,000 applications/s up a request may wait up to this long",
     )
+    gil_switch_ms: float = Field(
+        default=5.0,
+        gt=0,
+        le=100,
+        description="how long a serving worker's group writer may wait for the GIL once "
+        "PostgreSQL has answered (sys.setswitchinterval; 5 is Python's own default)",
+    )
     redis_url: str | None = Field(default=None, description="Redis for the fact cache")
     redis_prefix: str = Field(default="miaopi:", description="prefix of every Redis key")
     api_keys: str = Field(default="", description="comma-separated channel:key pairs")

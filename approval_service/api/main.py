@@ -21,6 +21,7 @@ from approval_service.api.fast_lane import FastLane
 from approval_service.api.limits import BodyLimit
 from approval_service.api.responses import JSON
 from approval_service.api.routes import api_router
+from approval_service.api.thread_switching import apply_switch_interval
 from approval_service.service.applications import ApplicationService
 from approval_service.service.container import Container
 from approval_service.settings import Settings
@@ -51,6 +52,7 @@ def create_app(
         app.state.officers = built.settings.officers()
         if container is None:  # a serving worker (tests pass their own container)
             tune_for_serving()
+            apply_switch_interval(built.settings.gil_switch_ms)
         flusher = asyncio.create_task(built.metrics.flush_every(METRICS_FLUSH_SECONDS))
         try:
             yield
