@@ -27,11 +27,12 @@ drop these too. Elsewhere each statement is sent unnamed, parsed each time.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import select
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -147,27 +148,69 @@ class StatementBatch:
             return
         driver = self._driver
         with driver.lock:
-            if driver.pgconn.pipeline_status != pq.PipelineStatus.OFF:
-                raise psycopg.ProgrammingError("a statement batch cannot run inside a pipeline")
-            names = _PREPARED.setdefault(driver, {}) if self._prepares else {}
-            pgconn = driver.pgconn
-            # psycopg begins a transaction before a statement outside autocommit
-            begin = not driver.autocommit and pgconn.transaction_status == _IDLE
-            pgconn.enter_pipeline_mode()
+            slots, parsing = self._send_all(items)
             try:
-                if begin:
-                    pgconn.send_query_params(_begin(driver), None)
-                slots, parsing = _send(pgconn, items, names, first_slot=int(begin))
-                pgconn.pipeline_sync()
-                _flush(pgconn)
-                results = _read_to_sync(pgconn)
-                pgconn.exit_pipeline_mode()
+                results = _drive(driver.pgconn)
             except BaseException:
-                # results unread and libpq still in pipeline mode: psycopg could not use
-                # the connection again. Closed, so that its owner drops it (the group
-                # writer does, seeing it closed); what went wrong is raised as it came
-                driver.close()
+                _abandon(driver)
                 raise
+        self._settle(slots, parsing, results)
+
+    async def arun(self) -> None:
+        """:meth:`run` for a coroutine: waiting for the results does not block the event
+        loop, which reads them when the socket is readable.
+
+        The connection must belong to this event loop's thread alone while the batch
+        runs (the group writer's on-loop connection does). The statements are written as
+        in :meth:`run`: a batch past the socket's buffer (far more than a small group's)
+        would block the loop while it is written. Cancelled while waiting, the
+        connection is closed, as when it is lost: its results would never be read.
+        """
+        items, self._items = self._items, []
+        if not items:
+            self._results = []
+            return
+        driver = self._driver
+        with driver.lock:  # never contended: the connection is this loop's alone
+            slots, parsing = self._send_all(items)
+            try:
+                results = await _adrive(driver.pgconn)
+            except BaseException:
+                _abandon(driver)
+                raise
+        self._settle(slots, parsing, results)
+
+    def _send_all(self, items: list[Item]) -> tuple[list[int], list[tuple[int, Key, bytes]]]:
+        """Put libpq in pipeline mode and send the batch and its ``Sync``, for
+        :func:`_drive` or :func:`_adrive` to read; returns :func:`_send`'s slots."""
+        driver = self._driver
+        if driver.pgconn.pipeline_status != pq.PipelineStatus.OFF:
+            raise psycopg.ProgrammingError("a statement batch cannot run inside a pipeline")
+        names = _PREPARED.setdefault(driver, {}) if self._prepares else {}
+        pgconn = driver.pgconn
+        # psycopg begins a transaction before a statement outside autocommit
+        begin = not driver.autocommit and pgconn.transaction_status == _IDLE
+        pgconn.enter_pipeline_mode()
+        try:
+            if begin:
+                pgconn.send_query_params(_begin(driver), None)
+            slots, parsing = _send(pgconn, items, names, first_slot=int(begin))
+            pgconn.pipeline_sync()
+            _flush(pgconn)
+        except BaseException:
+            _abandon(driver)
+            raise
+        return slots, parsing
+
+    def _settle(
+        self,
+        slots: list[int],
+        parsing: list[tuple[int, Key, bytes]],
+        results: list[list[pq.abc.PGresult]],
+    ) -> None:
+        """Note what PostgreSQL prepared, raise the first error it returned, keep the
+        results of each statement."""
+        names = _PREPARED.setdefault(self._driver, {}) if self._prepares else {}
         for slot, key, name in parsing:  # known prepared only once PostgreSQL said so
             parsed = results[slot] if slot < len(results) else []
             if parsed and parsed[0].status == _PARSED:
@@ -175,9 +218,60 @@ class StatementBatch:
         for statement in results:
             for result in statement:
                 if result.status == _FATAL:
-                    encoding = driver.info.encoding
+                    encoding = self._driver.info.encoding
                     raise psycopg.errors.error_from_result(result, encoding=encoding)
         self._results = [results[slot] for slot in slots]
+
+
+def _abandon(driver: psycopg.Connection[Any]) -> None:
+    """Results unread and libpq still in pipeline mode: psycopg could not use the
+    connection again. Closed, so that its owner drops it (the group writer does, seeing
+    it closed); the caller raises what went wrong as it came."""
+    driver.close()
+
+
+def _drive(pgconn: pq.abc.PGconn) -> list[list[pq.abc.PGresult]]:
+    """Read a sent batch's results, waiting for the socket in this thread."""
+    steps = _read_to_sync(pgconn)
+    try:
+        while True:
+            next(steps)
+            _wait(pgconn, select.POLLIN)
+            pgconn.consume_input()
+    except StopIteration as done:
+        pgconn.exit_pipeline_mode()
+        results: list[list[pq.abc.PGresult]] = done.value
+        return results
+
+
+async def _adrive(pgconn: pq.abc.PGconn) -> list[list[pq.abc.PGresult]]:
+    """Read a sent batch's results, awaiting the socket on the running event loop."""
+    steps = _read_to_sync(pgconn)
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            next(steps)
+            await _readable(loop, pgconn.socket)
+            pgconn.consume_input()
+    except StopIteration as done:
+        pgconn.exit_pipeline_mode()
+        results: list[list[pq.abc.PGresult]] = done.value
+        return results
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """Wait until ``fd`` can be read (or has failed), without blocking the loop."""
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
 
 
 def _send(
@@ -234,14 +328,16 @@ def _flush(pgconn: pq.abc.PGconn) -> None:
             pgconn.consume_input()
 
 
-def _read_to_sync(pgconn: pq.abc.PGconn) -> list[list[pq.abc.PGresult]]:
-    """Every statement's results (a list each), up to the batch's ``Sync``."""
+def _read_to_sync(
+    pgconn: pq.abc.PGconn,
+) -> Generator[None, None, list[list[pq.abc.PGresult]]]:
+    """Every statement's results (a list each), up to the batch's ``Sync``: yields
+    whenever libpq needs more input, which the driver then waits for and consumes."""
     results: list[list[pq.abc.PGresult]] = []
     current: list[pq.abc.PGresult] = []
     while True:
         while pgconn.is_busy():
-            _wait(pgconn, select.POLLIN)
-            pgconn.consume_input()
+            yield
         result = pgconn.get_result()
         if result is None:
             results.append(current)

@@ -3,6 +3,8 @@ refusal raised, statements prepared once per connection and kept across rollback
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -72,8 +74,20 @@ def prepared(driver: Driver) -> list[str]:
     return sorted(r[0] for r in driver.execute(sql))
 
 
+def run_via(via: str, batch: StatementBatch) -> None:
+    """``run`` (waiting in this thread), or ``arun`` awaited on an event loop."""
+    if via == "loop":
+        asyncio.run(batch.arun())
+    else:
+        batch.run()
+
+
+VIAS = ["thread", "loop"]
+
+
+@pytest.mark.parametrize("via", VIAS)
 def test_a_transaction_goes_in_one_round_trip_with_values_adapted(
-    driver: Driver, tmp_path: Path
+    driver: Driver, tmp_path: Path, via: str
 ) -> None:
     batch = StatementBatch(driver)
     batch.add("BEGIN", prepare=False)
@@ -84,7 +98,7 @@ def test_a_transaction_goes_in_one_round_trip_with_values_adapted(
     assert len(batch) == 5
     trace = tmp_path / "libpq.trace"
     with traced(driver, trace):
-        batch.run()
+        run_via(via, batch)
     assert client_turns(trace) == 1
     assert rows(driver) == [
         (f"r{i}", date(2026, 12, 1), Decimal("1.10"), '{"p": "100%"}') for i in range(3)
@@ -114,7 +128,8 @@ def test_where_psycopg_prepares_the_batch_does_not(pg_url: str) -> None:
         assert prepared(conn) == []
 
 
-def test_the_first_refusal_is_raised_and_what_follows_is_skipped(driver: Driver) -> None:
+@pytest.mark.parametrize("via", VIAS)
+def test_the_first_refusal_is_raised_and_what_follows_is_skipped(driver: Driver, via: str) -> None:
     first = StatementBatch(driver)
     first.add(INSERT, ("taken", None, None, None))
     first.run()
@@ -125,7 +140,7 @@ def test_the_first_refusal_is_raised_and_what_follows_is_skipped(driver: Driver)
     batch.add("SELECT 1 / %s", (0,))  # would fail too, but is skipped: never parsed
     batch.add("COMMIT", prepare=False)
     with pytest.raises(psycopg.errors.UniqueViolation) as refused:
-        batch.run()
+        run_via(via, batch)
     assert isinstance(refused.value, psycopg.IntegrityError)
     assert refused.value.diag.constraint_name == "batch_t_pkey"
     assert driver.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
@@ -136,7 +151,7 @@ def test_the_first_refusal_is_raised_and_what_follows_is_skipped(driver: Driver)
     again = StatementBatch(driver)
     again.add(INSERT, ("after", None, None, None))
     again.add("SELECT 1 / %s", (1,))
-    again.run()
+    run_via(via, again)
     assert [r[0] for r in rows(driver)] == ["after", "taken"]
 
 
@@ -232,13 +247,16 @@ def test_a_batch_that_fails_midway_closes_its_connection_and_raises_why(
     assert driver.closed
 
 
-def test_a_lost_connection_is_raised_as_psycopg_raises_it(driver: Driver, pg_url: str) -> None:
+@pytest.mark.parametrize("via", VIAS)
+def test_a_lost_connection_is_raised_as_psycopg_raises_it(
+    driver: Driver, pg_url: str, via: str
+) -> None:
     with psycopg.connect(pg_url, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (driver.info.backend_pid,))
     batch = StatementBatch(driver)
     batch.add("SELECT 1")
     with pytest.raises(psycopg.OperationalError) as lost:
-        batch.run()
+        run_via(via, batch)
     assert "pipeline" not in str(lost.value)  # the cause, not the clean-up's complaint
     assert driver.closed
 
@@ -258,3 +276,44 @@ def test_a_batch_cannot_run_inside_a_psycopg_pipeline(driver: Driver) -> None:
     batch.add("SELECT 1")
     with driver.pipeline(), pytest.raises(psycopg.ProgrammingError, match="inside a pipeline"):
         batch.run()
+
+
+def test_awaiting_the_results_lets_the_event_loop_run(driver: Driver) -> None:
+    """While PostgreSQL works on the batch the loop goes on with other coroutines (the
+    group writer's round trip no longer holds up the requests of its worker)."""
+    batch = StatementBatch(driver)
+    slept = batch.add("SELECT pg_sleep(0.3), 'done'")
+    ticks: list[float] = []
+
+    async def meanwhile() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.01)
+
+    async def main() -> None:
+        ticking = asyncio.ensure_future(meanwhile())
+        try:
+            await batch.arun()
+        finally:
+            ticking.cancel()
+
+    asyncio.run(main())
+    assert batch.rows(slept) == [("", "done")]
+    assert len(ticks) >= 10  # 0.3 s of 10 ms turns; blocked, there would be one
+
+
+def test_a_batch_cancelled_while_awaited_closes_its_connection(driver: Driver) -> None:
+    """Its results would never be read, and psycopg cannot use a connection left in
+    pipeline mode: closed, as when it is lost, so that its owner drops it."""
+    batch = StatementBatch(driver)
+    batch.add("SELECT pg_sleep(5)")
+
+    async def main() -> None:
+        running = asyncio.ensure_future(batch.arun())
+        await asyncio.sleep(0.1)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+
+    asyncio.run(main())  # cancelled at once: the 5 s are not waited out
+    assert driver.closed
