@@ -36,6 +36,12 @@ class Settings(BaseSettings):
         "applications before it is written (0: never); a lone request never waits, but "
         "from about 1,000 applications/s up a request may wait up to this long",
     )
+    loop_writer: bool = Field(
+        default=True,
+        description="PostgreSQL: small groups of applications from the event loop are "
+        "written at once on the loop itself, with a connection of its own (false: every "
+        "group goes through the writer thread)",
+    )
     gil_switch_ms: float = Field(
         default=5.0,
         gt=0,

@@ -31,6 +31,7 @@ card numbers are unique, not gapless.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
@@ -282,24 +283,28 @@ def _free(drawn: list[tuple[Any, ...]]) -> list[str]:
 
 
 class SpareCardNumbers:
-    """Card numbers one group writer drew and has not used yet, kept across its groups.
+    """Card numbers the group writers of a process drew and have not used yet, kept
+    across their groups.
 
     The long way of a group draws its cards' numbers with its locks; drawing
     :meth:`wanted` more at the same time costs nothing, and lets the next small groups
-    that issue cards go in one round trip with numbers already at hand. Not thread-safe:
-    one writer thread owns it. Numbers a refused group tried to use are not given back
-    (one of them may be why it was refused: an import took it since).
+    that issue cards go in one round trip with numbers already at hand. Thread-safe:
+    the writer thread and the event loop's writer share it. Numbers a refused group
+    tried to use are not given back (one of them may be why it was refused: an import
+    took it since).
     """
 
     def __init__(self, keep: int = 32) -> None:
         self.keep = keep
         self._numbers: list[str] = []
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._numbers)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(self._numbers))
+        with self._lock:
+            return iter(list(self._numbers))
 
     def wanted(self) -> int:
         """How many to draw with the next long-way group to have :attr:`keep` at hand."""
@@ -307,12 +312,22 @@ class SpareCardNumbers:
 
     def take(self, n: int) -> list[str]:
         """The first ``n`` numbers (all there are, if fewer), no longer kept here."""
-        taken, self._numbers = self._numbers[:n], self._numbers[n:]
+        with self._lock:
+            taken, self._numbers = self._numbers[:n], self._numbers[n:]
+        return taken
+
+    def take_exactly(self, n: int) -> list[str] | None:
+        """The first ``n`` numbers, or None (and none taken) if fewer are kept."""
+        with self._lock:
+            if len(self._numbers) < n:
+                return None
+            taken, self._numbers = self._numbers[:n], self._numbers[n:]
         return taken
 
     def give(self, numbers: Sequence[str]) -> None:
         """Keep these (unused) numbers, after the ones already kept."""
-        self._numbers.extend(numbers)
+        with self._lock:
+            self._numbers.extend(numbers)
 
 
 _FAILED = psycopg.pq.TransactionStatus.INERROR

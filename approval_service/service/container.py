@@ -90,6 +90,11 @@ class Container:
             linger=self.settings.group_linger_ms / 1000,
             observe_group=self.metrics.observe_group,
             on_connect=group_store.writer_session,
+            at_once_on_loop=(
+                self.recorder.record_at_once_on_loop
+                if self.settings.loop_writer and is_postgres(self.engine)
+                else None
+            ),
         )
 
     @classmethod
@@ -127,11 +132,12 @@ class Container:
         return container
 
     async def aclose_loop_clients(self) -> None:
-        """Close what the current event loop opened: the registry connection that reads
-        misses (first: a miss it finishes still stores its entry), then the cache's
-        asyncio Redis client, once the writer's hooks on this loop (which drop cache
-        entries) are done."""
+        """Close what the current event loop opened: the writer's connection on this loop
+        (its group in flight done first), the registry connection that reads misses (a
+        miss it finishes still stores its entry), then the cache's asyncio Redis client,
+        once the writer's hooks on this loop (which drop cache entries) are done."""
         try:
+            await self.committer.aclose_loop()  # its group's hook may start meanwhile
             await self.committer.drain_loop_hooks()
             await self.facts.aclose()
         finally:

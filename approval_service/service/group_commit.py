@@ -46,18 +46,26 @@ the writer opens (the service's: ``group_store.writer_session``) before its firs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection, Engine
 
 from approval_service.errors import RegistryUnavailable
+from approval_service.service.group_entries import (
+    After,
+    AfterCommitOnLoop,
+    Entry,
+    connection_broken,
+    settle_on_loop,
+)
+from approval_service.service.loop_writer import AtOnceOnLoop, LoopWriter
 from data_lookups.database import unavailable_as_registry_error, write_options
 
 log = logging.getLogger(__name__)
@@ -69,56 +77,12 @@ R = TypeVar("R")
 Process = Callable[[Connection, Sequence[T]], list[R]]
 #: runs in the writer after a group committed and its callers were answered
 AfterCommit = Callable[[Sequence[T], Sequence[R]], None]
-#: runs on a caller's event loop after its answers, with that loop's entries
-AfterCommitOnLoop = Callable[[Sequence[T], Sequence[R]], Awaitable[None]]
 #: told when the writer starts on a group: its size, and how long its first entry waited (s)
 ObserveGroup = Callable[[int, float], None]
 #: sets up each connection the writer opens, before its first group (session settings)
 OnConnect = Callable[[Connection], None]
 #: the writer counts as busy when its last group of two or more ended this recently (s)
 BUSY_WITHIN = 0.005
-
-
-@dataclass
-class _Entry(Generic[T, R]):
-    item: T
-    queued: float  # time.perf_counter() when it was handed to the writer
-    future: Future[R] | None = None  # a thread waits on it
-    loop: asyncio.AbstractEventLoop | None = None  # or a coroutine on this loop
-    waiter: asyncio.Future[R] | None = None
-
-    def wanted(self) -> bool:
-        """False when the caller gave up before the writer started on it."""
-        if self.future is not None:
-            return self.future.set_running_or_notify_cancel()
-        return self.waiter is not None and not self.waiter.cancelled()
-
-
-def _settle_on_loop(
-    answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
-    after: tuple[AfterCommitOnLoop[Any, Any], list[Any], list[Any], set[asyncio.Task[None]]] | None,
-) -> None:
-    for waiter, result, error in answers:
-        if waiter.cancelled():
-            continue
-        if error is not None:
-            waiter.set_exception(error)
-        else:
-            waiter.set_result(result)
-    if after is not None:
-        hook, items, results, running = after
-        task = asyncio.ensure_future(_run_hook(hook, items, results))
-        running.add(task)  # referenced until done: a task nobody holds may vanish
-        task.add_done_callback(running.discard)
-
-
-async def _run_hook(
-    hook: AfterCommitOnLoop[Any, Any], items: list[Any], results: list[Any]
-) -> None:
-    try:
-        await hook(items, results)
-    except Exception:  # committed and answered already: nothing to undo
-        log.exception("after-commit hook on the event loop failed")
 
 
 class GroupCommitter(Generic[T, R]):
@@ -133,8 +97,12 @@ class GroupCommitter(Generic[T, R]):
         after_commit_on_loop: AfterCommitOnLoop[T, R] | None = None,
         observe_group: ObserveGroup | None = None,
         on_connect: OnConnect | None = None,
+        at_once_on_loop: AtOnceOnLoop[T, R] | None = None,
     ) -> None:
         self.engine = engine
+        self.at_once_on_loop = at_once_on_loop
+        # each event loop's writer, when at_once_on_loop is given (see loop_writer)
+        self._loop_writers: dict[asyncio.AbstractEventLoop, LoopWriter[T, R]] = {}
         self.on_connect = on_connect
         self.observe_group = observe_group
         self.process = process
@@ -145,7 +113,7 @@ class GroupCommitter(Generic[T, R]):
         self.linger_until = min(linger_until, max_batch)
         self._last_end = -1.0  # when the last group was done (time.monotonic)
         self._last_size = 0
-        self._queue: queue.SimpleQueue[_Entry[T, R] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Entry[T, R] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._conn: Connection | None = None  # the writer thread's own connection
@@ -156,7 +124,7 @@ class GroupCommitter(Generic[T, R]):
     def submit(self, item: T) -> Future[R]:
         """Queue one entry; the future resolves after its group committed (or fails)."""
         self._ensure_started()
-        entry: _Entry[T, R] = _Entry(item, time.perf_counter(), future=Future())
+        entry: Entry[T, R] = Entry(item, time.perf_counter(), future=Future())
         self._queue.put(entry)
         assert entry.future is not None
         return entry.future
@@ -166,12 +134,55 @@ class GroupCommitter(Generic[T, R]):
         return self.submit(item).result()
 
     async def run(self, item: T) -> R:
-        """:meth:`write` for a coroutine: the event loop is not blocked while it waits."""
-        self._ensure_started()
+        """:meth:`write` for a coroutine: the event loop is not blocked while it waits.
+        With ``at_once_on_loop`` the entry goes to this loop's writer first."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[R] = loop.create_future()
-        self._queue.put(_Entry(item, time.perf_counter(), loop=loop, waiter=waiter))
+        entry: Entry[T, R] = Entry(item, time.perf_counter(), loop=loop, waiter=waiter)
+        if self.at_once_on_loop is not None:
+            self._loop_writer(loop, self.at_once_on_loop).submit(entry)
+        else:
+            self._ensure_started()
+            self._queue.put(entry)
         return await waiter
+
+    def _loop_writer(
+        self, loop: asyncio.AbstractEventLoop, at_once: AtOnceOnLoop[T, R]
+    ) -> LoopWriter[T, R]:
+        writer = self._loop_writers.get(loop)
+        if writer is None:
+            with self._lock:
+                writer = self._loop_writers.setdefault(loop, LoopWriter(self, at_once))
+        return writer
+
+    async def aclose_loop(self) -> None:
+        """Close this event loop's writer (its group in flight finishes first), before the
+        loop closes; :meth:`close` drops the connections of loops that did not."""
+        with self._lock:
+            writer = self._loop_writers.pop(asyncio.get_running_loop(), None)
+        if writer is not None:
+            await writer.aclose()
+
+    # what a loop's writer uses ---------------------------------------------------
+    def hand_over(self, batch: Sequence[Entry[T, R]]) -> None:
+        """Entries a loop's writer could not do at once: the writer thread does them."""
+        self._ensure_started()
+        for entry in batch:
+            self._queue.put(entry)
+
+    def count_group(self, size: int) -> None:
+        """A group committed by a loop's writer."""
+        with self._lock:
+            self.batches += 1
+            self.entries += size
+
+    def loop_hook(self, items: list[T], results: list[R]) -> After | None:
+        """The on-loop hook to start after a loop's own group, or None; with only the
+        writer's hook, that runs at once (on the loop: it may block it briefly)."""
+        if self.after_commit_on_loop is not None:
+            return (self.after_commit_on_loop, items, results, self._hooks)
+        self._call_after(items, results)
+        return None
 
     async def drain_loop_hooks(self) -> None:
         """Wait for the on-loop hooks running on this event loop, those started meanwhile
@@ -187,6 +198,9 @@ class GroupCommitter(Generic[T, R]):
                 self._queue.put(None)
                 self._thread.join(timeout=10)
                 self._thread = None
+            writers, self._loop_writers = list(self._loop_writers.values()), {}
+        for writer in writers:  # their loops are done: nothing is in flight there
+            writer.drop_connection()
 
     def _ensure_started(self) -> None:
         if self._thread is None:
@@ -218,7 +232,7 @@ class GroupCommitter(Generic[T, R]):
                 if batch and not stop and self._busy(len(batch)):
                     stop = self._wait_for_more(batch)
                 if batch:
-                    self._observe(batch)
+                    self.observe(batch)
                     self._commit(batch)
                     self._last_end, self._last_size = time.monotonic(), len(batch)
                 if stop:
@@ -235,7 +249,7 @@ class GroupCommitter(Generic[T, R]):
             and time.monotonic() - self._last_end < BUSY_WITHIN
         )
 
-    def _wait_for_more(self, batch: list[_Entry[T, R]]) -> bool:
+    def _wait_for_more(self, batch: list[Entry[T, R]]) -> bool:
         """Add entries arriving within the linger to ``batch``; True if told to stop."""
         deadline = time.monotonic() + self.linger
         while len(batch) < self.linger_until:
@@ -252,7 +266,7 @@ class GroupCommitter(Generic[T, R]):
                 batch.append(entry)
         return False
 
-    def _observe(self, batch: list[_Entry[T, R]]) -> None:
+    def observe(self, batch: Sequence[Entry[T, R]]) -> None:
         """Tell ``observe_group`` of a transaction about to start; never stops the writer."""
         if self.observe_group is None:
             return
@@ -261,7 +275,7 @@ class GroupCommitter(Generic[T, R]):
         except Exception:  # a metric must not fail a group
             log.exception("observing a group failed")
 
-    def _commit(self, batch: list[_Entry[T, R]]) -> None:
+    def _commit(self, batch: list[Entry[T, R]]) -> None:
         try:
             results = self._transaction(batch)
         except RegistryUnavailable as error:  # the outage is everyone's, not one entry's
@@ -273,7 +287,7 @@ class GroupCommitter(Generic[T, R]):
                 return
             log.info("group of %d failed (%s): each alone", len(batch), type(error).__name__)
             for entry in batch:  # isolate the entry that failed
-                self._observe([entry])  # a transaction of its own
+                self.observe([entry])  # a transaction of its own
                 try:
                     (result,) = self._transaction([entry])
                 except Exception as single:
@@ -287,27 +301,35 @@ class GroupCommitter(Generic[T, R]):
         self._answer(batch, results, [None] * len(batch))
         self._after(batch, results)
 
-    def _transaction(self, batch: list[_Entry[T, R]]) -> list[R]:
+    def _transaction(self, batch: list[Entry[T, R]]) -> list[R]:
         conn = self._connection()
         try:
             with unavailable_as_registry_error(), conn.begin():
                 return self.process(conn, [entry.item for entry in batch])
         except Exception:
-            if conn.invalidated or _broken(conn):
+            if conn.invalidated or connection_broken(conn):
                 self._drop_connection()
             raise
 
     def _connection(self) -> Connection:
         if self._conn is None:
-            with unavailable_as_registry_error():
-                self._conn = self.engine.connect().execution_options(**write_options())
-                try:
-                    if self.on_connect is not None:
-                        self.on_connect(self._conn)
-                except BaseException:  # not set up as it must be: never used
-                    self._drop_connection()
-                    raise
+            self._conn = self.open_connection()
         return self._conn
+
+    def open_connection(self) -> Connection:
+        """A writer's own connection, set up by ``on_connect``; never handed back to the
+        pool (its owner invalidates it)."""
+        with unavailable_as_registry_error():
+            conn = self.engine.connect().execution_options(**write_options())
+            try:
+                if self.on_connect is not None:
+                    self.on_connect(conn)
+            except BaseException:  # not set up as it must be: never used
+                with contextlib.suppress(Exception):
+                    conn.invalidate()
+                    conn.close()
+                raise
+        return conn
 
     def _drop_connection(self) -> None:
         # invalidated, never handed back: no pooled caller inherits on_connect's settings
@@ -321,7 +343,7 @@ class GroupCommitter(Generic[T, R]):
 
     def _answer(
         self,
-        batch: list[_Entry[T, R]],
+        batch: list[Entry[T, R]],
         results: Sequence[R | None],
         errors: Sequence[BaseException | None],
     ) -> None:
@@ -344,13 +366,13 @@ class GroupCommitter(Generic[T, R]):
         for loop, answers in by_loop.items():
             after = (hook, *done[loop], self._hooks) if hook is not None and loop in done else None
             try:
-                loop.call_soon_threadsafe(_settle_on_loop, answers, after)
+                loop.call_soon_threadsafe(settle_on_loop, answers, after)
             except RuntimeError:  # that loop is closed: nobody is waiting any more
                 log.debug("an event loop closed before its answers arrived")
                 if loop in done:  # what committed still gets the writer's hook
                     self._call_after(*done[loop])
 
-    def _after(self, batch: list[_Entry[T, R]], results: list[R]) -> None:
+    def _after(self, batch: list[Entry[T, R]], results: list[R]) -> None:
         """The writer's hook, for the entries no loop's hook took (see :meth:`_answer`)."""
         if self.after_commit is None:
             return
@@ -368,13 +390,3 @@ class GroupCommitter(Generic[T, R]):
             self.after_commit(items, results)
         except Exception:  # committed and answered already: never stop the writer
             log.exception("after-commit hook failed")
-
-
-def _broken(conn: Connection) -> bool:
-    """Whether the driver connection under ``conn`` is closed or mid-failure."""
-    try:
-        driver: Any = conn.connection.driver_connection
-    except Exception:
-        return True
-    closed = getattr(driver, "closed", False)
-    return bool(closed)

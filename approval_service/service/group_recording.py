@@ -24,6 +24,7 @@ once (:class:`RecentKeys`): PostgreSQL would refuse it, a round trip for nothing
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -75,13 +76,14 @@ class RecentKeys:
     holding it goes the long way at once, which reads its first answer. A key
     not found here may still be taken (by another worker, or long ago), and
     PostgreSQL then refuses the group's one round trip, as before. A key kept
-    here whose group then failed only costs its repeat the long way. Used by
-    the writer's thread alone.
+    here whose group then failed only costs its repeat the long way. Shared by
+    the writer thread and the event loop's writer.
     """
 
     def __init__(self, size: int = 16_384) -> None:
         self._keys: OrderedDict[Key, None] = OrderedDict()
         self._size = size
+        self._lock = threading.Lock()
 
     def __contains__(self, key: object) -> bool:
         return key in self._keys
@@ -90,11 +92,12 @@ class RecentKeys:
         return len(self._keys)
 
     def add(self, keys: Iterable[Key]) -> None:
-        for key in keys:
-            self._keys[key] = None
-            self._keys.move_to_end(key)
-        while len(self._keys) > self._size:
-            self._keys.popitem(last=False)
+        with self._lock:
+            for key in keys:
+                self._keys[key] = None
+                self._keys.move_to_end(key)
+            while len(self._keys) > self._size:
+                self._keys.popitem(last=False)
 
 
 def _keys(group: Sequence[Pending]) -> list[Key]:
@@ -136,13 +139,16 @@ class GroupRecorder:
         path: str | None = None  # the way the group went, counted once it is known
         timed = "failed"  # what the group's time is counted under, if it raises
         try:
-            if self._at_once_possible(group):
-                outcomes = self._record_at_once(conn, group)
+            numbers = self._at_once_numbers(group)
+            if numbers is not None:
+                outcomes = self._record_at_once(conn, group, numbers)
                 if outcomes is not None:
                     path = timed = "at_once"
                     self._remember_keys(group)
                     return outcomes
                 path = "refused_at_once"
+            elif any(p.refused_at_once for p in group):
+                path = "refused_at_once"  # refused on the event loop's writer
             else:
                 path = "checked"
             outcomes = self._record_checked(conn, group)
@@ -172,28 +178,67 @@ class GroupRecorder:
         except Exception:
             log.exception("counting a group failed")
 
-    def _at_once_possible(self, group: Sequence[Pending]) -> bool:
-        """A small PostgreSQL group that needs nothing read first: its cards' numbers at
-        hand, nobody twice, no key twice nor one recorded lately, one epoch."""
+    def _at_once_numbers(self, group: Sequence[Pending]) -> list[str] | None:
+        """The card numbers for a small PostgreSQL group that needs nothing read first
+        (taken from :attr:`spare_cards`), or None: not one of those. Such a group has its
+        cards' numbers at hand, nobody twice, no key twice nor one recorded lately, one
+        epoch, and was not refused at once already."""
         if not self._postgres or len(group) > group_store.AT_ONCE_MAX:
-            return False
-        if _cards(group) > len(self.spare_cards):
-            return False
+            return None
         keyed = _keys(group)
-        return (
+        if not (
             len({p.app.applicant_id for p in group}) == len(group)
             and len(set(keyed)) == len(keyed)
             and not any(key in self.recent_keys for key in keyed)
             and len({p.stamp.epoch for p in group}) == 1
-        )
+            and not any(p.refused_at_once for p in group)
+        ):
+            return None
+        return self.spare_cards.take_exactly(_cards(group))
 
-    def _record_at_once(self, conn: Connection, group: Sequence[Pending]) -> list[Outcome] | None:
+    def _record_at_once(
+        self, conn: Connection, group: Sequence[Pending], numbers: list[str]
+    ) -> list[Outcome] | None:
         """The group in one round trip, on the decisions made from the cache, if every
         stamp is still current; None (nothing written) if PostgreSQL refused any of it,
         or if issuing on the cached facts failed here (the long way, on checked facts,
         then either succeeds or raises what is really wrong)."""
+        built = self._build_at_once(conn, group, numbers)
+        if built is None or not group_store.write_at_once(conn, *built[:3]):
+            return None
+        return built[3]
+
+    async def record_at_once_on_loop(
+        self, conn: Connection, group: Sequence[Pending]
+    ) -> list[Outcome] | None:
+        """:meth:`record_group`'s one round trip, for the event loop's writer
+        (:mod:`loop_writer`), awaited there. None: nothing was written, and the group
+        goes to the writer thread (too large, repeated keys or people, card numbers not
+        at hand; or refused by PostgreSQL, then marked so that it goes the long way)."""
+        numbers = self._at_once_numbers(group)
+        if numbers is None:
+            return None
+        started = time.perf_counter()
+        try:
+            built = self._build_at_once(conn, group, numbers)
+            written = built is not None and await group_store.awrite_at_once(conn, *built[:3])
+        except BaseException:
+            self._count(None, "failed", started)
+            raise
+        if built is not None and written:
+            self._remember_keys(group)
+            self._count("at_once", "at_once", started)
+            return built[3]
+        for p in group:  # counted by the writer thread, which takes it the long way
+            p.refused_at_once = True
+        return None
+
+    def _build_at_once(
+        self, conn: Connection, group: Sequence[Pending], numbers: list[str]
+    ) -> tuple[dict[str, Stamp], Issuer, list[Prepared], list[Outcome]] | None:
+        """What a group sends at once (its stamps, issuer and rows) and its outcomes, or
+        None if issuing on the cached facts failed (unchecked facts: the long way sees)."""
         stamps = {p.app.applicant_id: p.stamp for p in group}
-        numbers = self.spare_cards.take(_cards(group))
         issuer = group_store.issuer(conn, cards_expected=0, card_numbers=numbers)
         outcomes: list[Outcome] = []
         rows: list[Prepared] = []
@@ -207,9 +252,7 @@ class GroupRecorder:
             return None
         finally:  # numbers it used are dropped, even if refused: one may be why
             self._keep_unused_cards(issuer)
-        if not group_store.write_at_once(conn, stamps, issuer, rows):
-            return None
-        return outcomes
+        return stamps, issuer, rows, outcomes
 
     def _keep_unused_cards(self, issuer: Issuer) -> None:
         if isinstance(issuer, PipelinedIssuer):

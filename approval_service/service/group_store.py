@@ -174,9 +174,51 @@ def write_at_once(
     durable. False: PostgreSQL refused something (a stamp moved, a key was used
     before, an issuance refused, a constraint broken) and nothing of it stays.
     """
+    driver, pipelined = _at_once_driver(conn, issuer)
+    with translated("writing the group at once"):
+        try:
+            _at_once_batch(driver, stamps, pipelined, rows).run()
+        except psycopg.IntegrityError:
+            # the batch's prepared statements outlive it: psycopg prepares nothing on
+            # the service's connections, so its rollback deallocates nothing
+            driver.rollback()
+            return False
+    return True
+
+
+async def awrite_at_once(
+    conn: Connection, stamps: Mapping[str, Stamp], issuer: Issuer, rows: Iterable[Prepared]
+) -> bool:
+    """:func:`write_at_once` on an event loop, for the writer's on-loop connection: the
+    round trip, and the ``ROLLBACK`` of a refused group, are awaited, not waited for."""
+    driver, pipelined = _at_once_driver(conn, issuer)
+    with translated("writing the group at once"):
+        try:
+            await _at_once_batch(driver, stamps, pipelined, rows).arun()
+        except psycopg.IntegrityError:
+            rollback = StatementBatch(driver)  # in a failed transaction: no BEGIN first
+            rollback.add("ROLLBACK", prepare=False)
+            await rollback.arun()
+            return False
+    return True
+
+
+def _at_once_driver(
+    conn: Connection, issuer: Issuer
+) -> tuple[psycopg.Connection[Any], PipelinedIssuer]:
     driver = _driver(conn)
     if driver is None or not isinstance(issuer, PipelinedIssuer):
         raise TypeError("only a PostgreSQL group with a pipelined issuer goes at once")
+    return driver, issuer
+
+
+def _at_once_batch(
+    driver: psycopg.Connection[Any],
+    stamps: Mapping[str, Stamp],
+    issuer: PipelinedIssuer,
+    rows: Iterable[Prepared],
+) -> StatementBatch:
+    """The one round trip of :func:`write_at_once`, queued, not yet sent."""
     (epoch,) = {stamp.epoch for stamp in stamps.values()}
     ids = sorted(stamps)
     check = {
@@ -184,24 +226,15 @@ def write_at_once(
         "versions": ",".join(str(stamps[i].version) for i in ids),
         "epoch": epoch,
     }
-    by_statement = _by_statement(rows)
-    with translated("writing the group at once"):
-        try:
-            # prepared, unlike the long way's statements (see _CUSTOM_PLANS): parsing and
-            # planning them took as long as carrying them out; the locks read no table and
-            # the check looks up primary keys, by index on the writer's session (a plan
-            # made while a table was small scanned it: _WRITER_SESSION)
-            batch = StatementBatch(driver)
-            batch.add(_LOCK, {"ids": check["ids"]})
-            batch.add(_EXPECT_CURRENT, check)
-            _queue_rest(batch, issuer, by_statement, commit=True)
-            batch.run()
-        except psycopg.IntegrityError:
-            # the batch's prepared statements outlive it: psycopg prepares nothing on
-            # the service's connections, so its rollback deallocates nothing
-            driver.rollback()
-            return False
-    return True
+    # prepared, unlike the long way's statements (see _CUSTOM_PLANS): parsing and
+    # planning them took as long as carrying them out; the locks read no table and
+    # the check looks up primary keys, by index on the writer's session (a plan
+    # made while a table was small scanned it: _WRITER_SESSION)
+    batch = StatementBatch(driver)
+    batch.add(_LOCK, {"ids": check["ids"]})
+    batch.add(_EXPECT_CURRENT, check)
+    _queue_rest(batch, issuer, _by_statement(rows), commit=True)
+    return batch
 
 
 def issuer(conn: Connection, cards_expected: int, card_numbers: Sequence[str] = ()) -> Issuer:

@@ -60,7 +60,8 @@ class Metrics:
             "miaopi_write_groups",
             "Groups of the writer by path: at_once (one round trip), checked (stamps read "
             "first), refused_at_once (PostgreSQL refused it: a stamp moved, a key was used "
-            "before, an issuance was refused or a constraint broken; then checked)",
+            "before, an issuance was refused or a constraint broken; then checked; its "
+            "time is the checked way's alone when the event loop's writer was refused)",
             ["path"],
             registry=self.registry,
         )

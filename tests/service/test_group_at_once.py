@@ -11,9 +11,10 @@ these tests.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 from sqlalchemy import Connection, Engine, text
 
 from approval_service.service import group_store
+from approval_service.service.prepared_rows import Prepared
 from data_lookups.database import write_transaction
 from data_lookups.facts import SqlFactSource
 from data_lookups.issuance import Issuer, bump_versions
@@ -73,10 +75,34 @@ def spare_numbers(engine: Engine, n: int) -> list[str]:
         return [f"AH3416{v:010d}" for v in conn.execute(text(sql), {"n": n}).scalars()]
 
 
+def at_once_via(
+    via: str,
+    conn: Connection,
+    stamps: dict[str, group_store.Stamp],
+    issuer: Issuer,
+    rows: list[Prepared],
+) -> bool:
+    """The writer thread's way (``write_at_once``, in the connection's transaction block)
+    or the event loop writer's (``awrite_at_once`` awaited on a loop, no block around)."""
+    if via == "loop":
+        return asyncio.run(group_store.awrite_at_once(conn, stamps, issuer, rows))
+    return group_store.write_at_once(conn, stamps, issuer, rows)
+
+
+def block(via: str, conn: Connection) -> AbstractContextManager[object]:
+    """The writer thread's transaction block; the loop writer opens none (its batch
+    carries the BEGIN and the COMMIT, or the ROLLBACK)."""
+    return nullcontext() if via == "loop" else conn.begin()
+
+
+VIAS = ["thread", "loop"]
+
+
+@pytest.mark.parametrize("via", VIAS)
 @pytest.mark.parametrize("changed_before", [False, True], ids=["never changed", "changed"])
 @pytest.mark.parametrize("case", list(GROUPS))
 def test_a_small_group_at_once_costs_one_round_trip(
-    engine: Engine, tmp_path: Path, case: str, changed_before: bool
+    engine: Engine, tmp_path: Path, case: str, changed_before: bool, via: str
 ) -> None:
     cards, work = GROUPS[case]
     numbers = spare_numbers(engine, cards)  # at hand: none is drawn in the group
@@ -88,11 +114,11 @@ def test_a_small_group_at_once_costs_one_round_trip(
     with engine.connect() as conn:
         with (
             traced(conn, tmp_path) as turns,
-            conn.begin(),
+            block(via, conn),
         ):
             issuer = group_store.issuer(conn, cards_expected=0, card_numbers=numbers)
             work(issuer, me)
-            done = group_store.write_at_once(conn, stamps, issuer, rows_for(me, "k" + me))
+            done = at_once_via(via, conn, stamps, issuer, rows_for(me, "k" + me))
             elsewhere = seen(engine, me)  # durable before the writer's own commit
         assert done and turns() == 1
         assert driver_of(conn).autocommit is False  # the connection leaves as it came
@@ -154,9 +180,10 @@ REFUSED: dict[str, tuple[Callable[[Engine, str], None], Callable[[Issuer, str], 
 }
 
 
+@pytest.mark.parametrize("via", VIAS)
 @pytest.mark.parametrize("case", list(REFUSED))
 def test_a_refused_group_at_once_leaves_nothing_and_the_long_way_open(
-    engine: Engine, case: str
+    engine: Engine, case: str, via: str
 ) -> None:
     since, work = REFUSED[case]
     me, other = with_fund(engine, "10.00"), new_id()
@@ -169,7 +196,7 @@ def test_a_refused_group_at_once_leaves_nothing_and_the_long_way_open(
             issuer.issue_allowance(other, TODAY, Decimal("60"), "fine")
             work(issuer, me)
             rows = rows_for(me, "k" + me) + rows_for(other)
-            assert not group_store.write_at_once(conn, stamps, issuer, rows)
+            assert not at_once_via(via, conn, stamps, issuer, rows)
             assert driver_of(conn).info.transaction_status == IDLE
             assert seen(engine, me) == before
             assert seen(engine, other) == seen(engine, new_id())  # as for someone never seen

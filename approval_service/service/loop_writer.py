@@ -1,0 +1,149 @@
+"""The group writer's at-once side, on each caller's event loop.
+
+A coroutine's entry (:meth:`GroupCommitter.run`) no longer goes to the writer
+thread first. Each event loop has a :class:`LoopWriter` with a connection of its
+own: it takes every entry its loop queued since its last group and hands them to
+``at_once`` (the recorder's one round trip, :func:`group_store.awrite_at_once`),
+awaited on the loop, so that a small group's write, the wait for PostgreSQL and
+the answers happen on the loop's thread with no hand-over of the GIL to the
+writer thread and back, and no wake-up of that thread. ``at_once`` returns one
+result per entry once the group is durable, or None (nothing written) when the
+group must go the long way: too large, repeated keys or people, no card numbers
+at hand, or refused by PostgreSQL. Those entries then go to the writer thread,
+which does them as it does every group, and answers them on their loop as before.
+
+One group at a time is in flight on a loop: entries queued meanwhile make the
+next group (the wait for PostgreSQL is the batching; there is no linger here). A
+group on the loop and one on the writer thread may be in flight together, like
+two workers' groups: each locks its people in ID order, so they cannot deadlock,
+and the stamps (checked under the locks) keep every decision right.
+
+Errors, as on the writer thread: :class:`RegistryUnavailable` (the outage, or a
+``COMMIT`` whose fate is unknown) answers the whole group with it; anything else
+``at_once`` raises sends the group to the writer thread, which isolates the entry
+at fault. A connection that failed is dropped; the next group opens a new one (in
+a thread: connecting never blocks the loop). Cancelled (the loop is closing), the
+group's callers are cancelled too: nothing of a cancelled round trip is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from sqlalchemy import Connection
+
+from approval_service.errors import RegistryUnavailable
+from approval_service.service.group_entries import Entry, connection_broken, settle_on_loop
+
+if TYPE_CHECKING:
+    from approval_service.service.group_commit import GroupCommitter
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: a group in one round trip on the loop's connection: one result per entry, or None
+#: (nothing written) when the group must go the long way, on the writer thread
+AtOnceOnLoop = Callable[[Connection, Sequence[T]], Awaitable[list[R] | None]]
+
+
+class LoopWriter(Generic[T, R]):
+    """One event loop's side of a :class:`GroupCommitter` (see the module docstring)."""
+
+    def __init__(self, committer: GroupCommitter[T, R], at_once: AtOnceOnLoop[T, R]) -> None:
+        self._committer = committer
+        self._at_once = at_once
+        self._waiting: list[Entry[T, R]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._conn: Connection | None = None
+        self.groups = 0  # written here, at once
+        self.handed_over = 0  # groups sent to the writer thread
+
+    def submit(self, entry: Entry[T, R]) -> None:
+        """Queue an entry of this loop; the next group starts on the loop's next turn."""
+        self._waiting.append(entry)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    async def aclose(self) -> None:
+        """Let the group in flight finish, then drop the connection (on its loop)."""
+        while self._task is not None:
+            await asyncio.wait([self._task])
+        self.drop_connection()
+
+    def drop_connection(self) -> None:
+        # never handed back to the pool: no pooled caller inherits the writer's settings
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.invalidate()
+                conn.close()
+            except Exception:  # already broken: nothing more to free
+                log.debug("dropping the loop writer's connection failed", exc_info=True)
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                size = self._committer.max_batch
+                batch = [entry for entry in self._waiting[:size] if entry.wanted()]
+                del self._waiting[:size]
+                if batch:
+                    await self._group(batch)
+        finally:
+            self._task = None
+
+    async def _group(self, batch: list[Entry[T, R]]) -> None:
+        committer = self._committer
+        committer.observe(batch)
+        try:
+            conn = await self._connection()
+            results = await self._at_once(conn, [entry.item for entry in batch])
+        except RegistryUnavailable as error:  # the outage is everyone's, not one entry's
+            self._drop_if_broken()
+            settle_on_loop(_answers(batch, [None] * len(batch), error), None)
+            return
+        except asyncio.CancelledError:
+            self.drop_connection()  # a round trip cut short: its results never read
+            for entry in batch:
+                if entry.waiter is not None:
+                    entry.waiter.cancel()
+            raise
+        except Exception:
+            log.info("a group on the event loop failed: the writer thread does it", exc_info=True)
+            self._drop_if_broken()
+            results = None
+        if results is None:
+            self.handed_over += 1
+            now = time.perf_counter()
+            for entry in batch:
+                entry.queued = now  # a second transaction: its own wait
+            committer.hand_over(batch)
+            return
+        self.groups += 1
+        committer.count_group(len(batch))
+        after = committer.loop_hook([entry.item for entry in batch], results)
+        settle_on_loop(_answers(batch, results, None), after)
+
+    async def _connection(self) -> Connection:
+        if self._conn is None:
+            self._conn = await asyncio.to_thread(self._committer.open_connection)
+        return self._conn
+
+    def _drop_if_broken(self) -> None:
+        if self._conn is not None and (self._conn.invalidated or connection_broken(self._conn)):
+            self.drop_connection()
+
+
+def _answers(
+    batch: Sequence[Entry[Any, R]], results: Sequence[R | None], error: BaseException | None
+) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+    answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+    for entry, result in zip(batch, results, strict=True):
+        assert entry.waiter is not None  # a loop's entries are coroutines'
+        answers.append((entry.waiter, result, error))
+    return answers
