@@ -18,6 +18,7 @@ from approval_service.service.documents import dumps
 from approval_service.service.group_commit import GroupCommitter
 from approval_service.service.group_recording import GroupRecorder
 from approval_service.service.issuing import ACTIONS
+from approval_service.service.loop_writer import AtOnceOnLoop
 from approval_service.service.metrics import CountingCache, Metrics
 from approval_service.service.records import remember_policy
 from approval_service.service.workdays import WorkCalendar
@@ -91,7 +92,7 @@ class Container:
             observe_group=self.metrics.observe_group,
             on_connect=group_store.writer_session,
             at_once_on_loop=(
-                self.recorder.record_at_once_on_loop
+                AtOnceOnLoop(self.recorder.goes_at_once, self.recorder.record_at_once_on_loop)
                 if self.settings.loop_writer and is_postgres(self.engine)
                 else None
             ),

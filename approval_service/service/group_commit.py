@@ -2,7 +2,10 @@
 
 Callers hand their work to one writer thread and wait: a thread on a
 :class:`~concurrent.futures.Future` (:meth:`GroupCommitter.write`), a coroutine
-on an asyncio future (:meth:`GroupCommitter.run`). The writer takes everything
+on an asyncio future (:meth:`GroupCommitter.run`). Given ``at_once_on_loop``, a
+coroutine's entry goes first to the writer of its own event loop
+(:mod:`loop_writer`), which writes a small group in one round trip awaited there
+and hands the writer thread only what it cannot do that way. The writer takes everything
 queued (up to ``max_batch``), begins one write transaction on its own
 connection, lets the ``process`` function do the whole group on it (lock,
 check, issue, insert), commits, and only then answers the callers: threads one
@@ -116,6 +119,7 @@ class GroupCommitter(Generic[T, R]):
         self._queue: queue.SimpleQueue[Entry[T, R] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._counting = threading.Lock()
         self._conn: Connection | None = None  # the writer thread's own connection
         self._hooks: set[asyncio.Task[None]] = set()  # on-loop hooks running, any loop
         self.batches = 0
@@ -171,8 +175,8 @@ class GroupCommitter(Generic[T, R]):
             self._queue.put(entry)
 
     def count_group(self, size: int) -> None:
-        """A group committed by a loop's writer."""
-        with self._lock:
+        """A group committed (by the writer thread or a loop's writer)."""
+        with self._counting:  # not _lock: close() holds that while the thread finishes
             self.batches += 1
             self.entries += size
 
@@ -242,11 +246,16 @@ class GroupCommitter(Generic[T, R]):
 
     def _busy(self, size: int) -> bool:
         """Whether a group of ``size`` should wait for more (see the module docstring)."""
+        return self.lingers(size, self._last_size, self._last_end)
+
+    def lingers(self, size: int, last_size: int, last_end: float) -> bool:
+        """Whether a writer whose last group held ``last_size`` and ended at ``last_end``
+        (``time.monotonic()``) lets a group of ``size`` wait for more."""
         return (
             self.linger > 0
             and size < self.linger_until
-            and self._last_size > 1
-            and time.monotonic() - self._last_end < BUSY_WITHIN
+            and last_size > 1
+            and time.monotonic() - last_end < BUSY_WITHIN
         )
 
     def _wait_for_more(self, batch: list[Entry[T, R]]) -> bool:
@@ -296,8 +305,7 @@ class GroupCommitter(Generic[T, R]):
                     self._answer([entry], [result], [None])
                     self._after([entry], [result])
             return
-        self.batches += 1
-        self.entries += len(batch)
+        self.count_group(len(batch))
         self._answer(batch, results, [None] * len(batch))
         self._after(batch, results)
 

@@ -19,6 +19,10 @@ round trip, PostgreSQL checking the stamps; if it refuses, the group goes the
 long way, stamps and earlier answers read first (:mod:`group_store`). A group
 holding an ``Idempotency-Key`` this writer recorded lately goes the long way at
 once (:class:`RecentKeys`): PostgreSQL would refuse it, a round trip for nothing.
+The writer on an event loop (:mod:`loop_writer`) takes that one round trip there
+(:meth:`GroupRecorder.record_at_once_on_loop`); a group it cannot write so is
+marked and goes the long way on the writer thread. Both writers share the spare
+card numbers and the recent keys, each behind a lock.
 """
 
 from __future__ import annotations
@@ -178,21 +182,26 @@ class GroupRecorder:
         except Exception:
             log.exception("counting a group failed")
 
-    def _at_once_numbers(self, group: Sequence[Pending]) -> list[str] | None:
-        """The card numbers for a small PostgreSQL group that needs nothing read first
-        (taken from :attr:`spare_cards`), or None: not one of those. Such a group has its
-        cards' numbers at hand, nobody twice, no key twice nor one recorded lately, one
-        epoch, and was not refused at once already."""
+    def goes_at_once(self, group: Sequence[Pending]) -> bool:
+        """Whether a group may go in one round trip: a small PostgreSQL group that needs
+        nothing read first (its cards' numbers at hand, nobody twice, no key twice nor
+        one recorded lately, one epoch) and was not refused at once already."""
         if not self._postgres or len(group) > group_store.AT_ONCE_MAX:
-            return None
+            return False
         keyed = _keys(group)
-        if not (
-            len({p.app.applicant_id for p in group}) == len(group)
+        return (
+            _cards(group) <= len(self.spare_cards)
+            and len({p.app.applicant_id for p in group}) == len(group)
             and len(set(keyed)) == len(keyed)
             and not any(key in self.recent_keys for key in keyed)
             and len({p.stamp.epoch for p in group}) == 1
             and not any(p.refused_at_once for p in group)
-        ):
+        )
+
+    def _at_once_numbers(self, group: Sequence[Pending]) -> list[str] | None:
+        """The card numbers for a group that :meth:`goes_at_once`, taken from
+        :attr:`spare_cards`; None if it does not (or the other writer took them since)."""
+        if not self.goes_at_once(group):
             return None
         return self.spare_cards.take_exactly(_cards(group))
 
@@ -212,9 +221,10 @@ class GroupRecorder:
         self, conn: Connection, group: Sequence[Pending]
     ) -> list[Outcome] | None:
         """:meth:`record_group`'s one round trip, for the event loop's writer
-        (:mod:`loop_writer`), awaited there. None: nothing was written, and the group
-        goes to the writer thread (too large, repeated keys or people, card numbers not
-        at hand; or refused by PostgreSQL, then marked so that it goes the long way)."""
+        (:mod:`loop_writer`), awaited there, for a group that :meth:`goes_at_once`.
+        None: nothing was written, and the group goes to the writer thread (refused by
+        PostgreSQL, then marked so that it goes the long way; or its card numbers were
+        taken by the writer thread since it was accepted)."""
         numbers = self._at_once_numbers(group)
         if numbers is None:
             return None

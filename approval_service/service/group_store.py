@@ -9,7 +9,8 @@ A small group whose decisions need nothing read first (its cards' numbers, if
 any, at hand: drawn by earlier groups) costs one round trip, :func:`write_at_once`:
 the locks, a check by PostgreSQL that every person's stamp is still the one the
 cache read (migration 0015), what the group issues, its records and the
-``COMMIT``. When PostgreSQL refuses any of it (a stamp moved, an
+``COMMIT`` (:func:`awrite_at_once`: the same, awaited on an event loop). When
+PostgreSQL refuses any of it (a stamp moved, an
 ``Idempotency-Key`` was used before, an issuance was refused) the transaction is
 rolled back and the group goes the long way, two round trips:
 :func:`open_group`, which locks every person of the group (in one order, so two

@@ -2,25 +2,26 @@
 
 A coroutine's entry (:meth:`GroupCommitter.run`) no longer goes to the writer
 thread first. Each event loop has a :class:`LoopWriter` with a connection of its
-own: it takes every entry its loop queued since its last group and hands them to
-``at_once`` (the recorder's one round trip, :func:`group_store.awrite_at_once`),
-awaited on the loop, so that a small group's write, the wait for PostgreSQL and
-the answers happen on the loop's thread with no hand-over of the GIL to the
-writer thread and back, and no wake-up of that thread. ``at_once`` returns one
-result per entry once the group is durable, or None (nothing written) when the
-group must go the long way: too large, repeated keys or people, no card numbers
-at hand, or refused by PostgreSQL. Those entries then go to the writer thread,
-which does them as it does every group, and answers them on their loop as before.
+own: it takes every entry its loop queued since its last group and, if
+``at_once.accepts`` them, hands them to ``at_once.write`` (the recorder's one round
+trip, :func:`group_store.awrite_at_once`), awaited on the loop, so that a small
+group's write, the wait for PostgreSQL and the answers happen on the loop's thread
+with no hand-over of the GIL to the writer thread and back, and no wake-up of that
+thread. A group not accepted (too large, repeated keys or people, no card numbers
+at hand) goes to the writer thread as it is; ``write`` returns one result per entry
+once the group is durable, or None (nothing written) when PostgreSQL refused it.
+Those entries too go to the writer thread, which does them as it does every group,
+and answers them on their loop.
 
 One group at a time is in flight on a loop: entries queued meanwhile make the
-next group (the wait for PostgreSQL is the batching; there is no linger here). A
+next group, which lingers as the thread's does when the writer is busy. A
 group on the loop and one on the writer thread may be in flight together, like
 two workers' groups: each locks its people in ID order, so they cannot deadlock,
 and the stamps (checked under the locks) keep every decision right.
 
 Errors, as on the writer thread: :class:`RegistryUnavailable` (the outage, or a
 ``COMMIT`` whose fate is unknown) answers the whole group with it; anything else
-``at_once`` raises sends the group to the writer thread, which isolates the entry
+``write`` raises sends the group to the writer thread, which isolates the entry
 at fault. A connection that failed is dropped; the next group opens a new one (in
 a thread: connecting never blocks the loop). Cancelled (the loop is closing), the
 group's callers are cancelled too: nothing of a cancelled round trip is known.
@@ -32,6 +33,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy import Connection
@@ -47,9 +49,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: a group in one round trip on the loop's connection: one result per entry, or None
-#: (nothing written) when the group must go the long way, on the writer thread
-AtOnceOnLoop = Callable[[Connection, Sequence[T]], Awaitable[list[R] | None]]
+
+@dataclass(frozen=True)
+class AtOnceOnLoop(Generic[T, R]):
+    """What a loop's writer does with a group (the recorder's)."""
+
+    #: whether a group may go at once: asked before anything is sent (no: the writer
+    #: thread takes the group, and only it counts it as a transaction)
+    accepts: Callable[[Sequence[T]], bool]
+    #: the group in one round trip on the loop's connection: one result per entry, or
+    #: None (nothing written) when PostgreSQL refused it and it must go the long way
+    write: Callable[[Connection, Sequence[T]], Awaitable[list[R] | None]]
 
 
 class LoopWriter(Generic[T, R]):
@@ -61,6 +71,9 @@ class LoopWriter(Generic[T, R]):
         self._waiting: list[Entry[T, R]] = []
         self._task: asyncio.Task[None] | None = None
         self._conn: Connection | None = None
+        self._filled: asyncio.Future[None] | None = None  # set when a lingering group is full
+        self._last_end = -1.0  # when the last group was done (time.monotonic)
+        self._last_size = 0
         self.groups = 0  # written here, at once
         self.handed_over = 0  # groups sent to the writer thread
 
@@ -69,6 +82,8 @@ class LoopWriter(Generic[T, R]):
         self._waiting.append(entry)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._drain())
+        elif self._filled is not None and len(self._waiting) >= self._committer.linger_until:
+            _wake(self._filled)
 
     async def aclose(self) -> None:
         """Let the group in flight finish, then drop the connection (on its loop)."""
@@ -87,22 +102,42 @@ class LoopWriter(Generic[T, R]):
                 log.debug("dropping the loop writer's connection failed", exc_info=True)
 
     async def _drain(self) -> None:
+        committer = self._committer
         try:
             while self._waiting:
-                size = self._committer.max_batch
+                if committer.lingers(len(self._waiting), self._last_size, self._last_end):
+                    await self._linger()
+                size = committer.max_batch
                 batch = [entry for entry in self._waiting[:size] if entry.wanted()]
                 del self._waiting[:size]
                 if batch:
                     await self._group(batch)
+                    self._last_end, self._last_size = time.monotonic(), len(batch)
         finally:
             self._task = None
 
+    async def _linger(self) -> None:
+        """Wait up to the committer's linger for the group to fill, as its thread does
+        when busy: without it a busy loop writes more, smaller groups than the thread."""
+        loop = asyncio.get_running_loop()
+        self._filled = filled = loop.create_future()
+        timer = loop.call_later(self._committer.linger, _wake, filled)
+        try:
+            await filled
+        finally:
+            timer.cancel()
+            self._filled = None
+
     async def _group(self, batch: list[Entry[T, R]]) -> None:
         committer = self._committer
+        items = [entry.item for entry in batch]
+        if not self._at_once.accepts(items):
+            self._hand_over(batch)
+            return
         committer.observe(batch)
         try:
             conn = await self._connection()
-            results = await self._at_once(conn, [entry.item for entry in batch])
+            results = await self._at_once.write(conn, items)
         except RegistryUnavailable as error:  # the outage is everyone's, not one entry's
             self._drop_if_broken()
             settle_on_loop(_answers(batch, [None] * len(batch), error), None)
@@ -118,16 +153,19 @@ class LoopWriter(Generic[T, R]):
             self._drop_if_broken()
             results = None
         if results is None:
-            self.handed_over += 1
             now = time.perf_counter()
             for entry in batch:
                 entry.queued = now  # a second transaction: its own wait
-            committer.hand_over(batch)
+            self._hand_over(batch)
             return
         self.groups += 1
         committer.count_group(len(batch))
-        after = committer.loop_hook([entry.item for entry in batch], results)
+        after = committer.loop_hook(items, results)
         settle_on_loop(_answers(batch, results, None), after)
+
+    def _hand_over(self, batch: list[Entry[T, R]]) -> None:
+        self.handed_over += 1
+        self._committer.hand_over(batch)
 
     async def _connection(self) -> Connection:
         if self._conn is None:
@@ -137,6 +175,11 @@ class LoopWriter(Generic[T, R]):
     def _drop_if_broken(self) -> None:
         if self._conn is not None and (self._conn.invalidated or connection_broken(self._conn)):
             self.drop_connection()
+
+
+def _wake(filled: asyncio.Future[None]) -> None:
+    if not filled.done():
+        filled.set_result(None)
 
 
 def _answers(

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, text
 
 from approval_service.errors import RegistryUnavailable
 from approval_service.service.group_commit import GroupCommitter
+from approval_service.service.loop_writer import AtOnceOnLoop
 from data_lookups.database import make_engine
 from data_lookups.statement_batch import StatementBatch
 
@@ -44,8 +45,11 @@ class Writers:
     """Both sides' work, and who did what: ``long`` values make the loop decline their
     group, ``outage`` and ``bad`` ones make it raise."""
 
-    def __init__(self, long: set[int] = frozenset(), **raises: set[int]) -> None:  # type: ignore[assignment]
+    def __init__(
+        self, long: set[int] = frozenset(), refused: set[int] = frozenset(), **raises: set[int]
+    ) -> None:  # type: ignore[assignment]
         self.long = set(long)
+        self.refused = set(refused)
         self.outage = raises.get("outage", set())
         self.bad = raises.get("bad", set())
         self.on_loop: list[list[int]] = []
@@ -53,15 +57,19 @@ class Writers:
         self.threads: set[str] = set()
         self.connections: list[Connection] = []
         self.hooked: list[list[int]] = []
+        self.observed: list[int] = []  # the size of each transaction begun
         self.gate = asyncio.Event()
         self.gate.set()
+
+    def accepts(self, group: Sequence[int]) -> bool:
+        return not self.long & set(group)
 
     async def at_once(self, conn: Connection, group: Sequence[int]) -> list[int] | None:
         self.on_loop.append(list(group))
         self.connections.append(conn)
         self.threads.add(threading.current_thread().name)
         await self.gate.wait()
-        if self.long & set(group):
+        if self.refused & set(group):
             return None
         if self.outage & set(group):
             conn.connection.driver_connection.close()  # type: ignore[union-attr]
@@ -86,7 +94,11 @@ class Writers:
 
 def committer_for(engine: Engine, writers: Writers) -> GroupCommitter[int, int]:
     return GroupCommitter(
-        engine, writers.process, after_commit_on_loop=writers.hook, at_once_on_loop=writers.at_once
+        engine,
+        writers.process,
+        after_commit_on_loop=writers.hook,
+        at_once_on_loop=AtOnceOnLoop(writers.accepts, writers.at_once),
+        observe_group=lambda size, waited: writers.observed.append(size),
     )
 
 
@@ -118,13 +130,26 @@ def test_a_small_group_is_written_and_answered_on_the_loop(engine: Engine) -> No
         committer.close()
 
 
-def test_what_the_loop_declines_the_writer_thread_does(engine: Engine) -> None:
-    writers = Writers(long={2})
+@pytest.mark.parametrize(
+    ("case", "tried_on_loop", "transactions"),
+    [
+        pytest.param({"long": {2}}, [], [3], id="not accepted: straight to the thread"),
+        pytest.param({"refused": {2}}, [[1, 2, 3]], [3, 3], id="refused: then the thread"),
+    ],
+)
+def test_what_the_loop_declines_the_writer_thread_does(
+    engine: Engine,
+    case: dict[str, set[int]],
+    tried_on_loop: list[list[int]],
+    transactions: list[int],
+) -> None:
+    writers = Writers(**case)
     committer = committer_for(engine, writers)
     try:
         assert on_one_loop(committer, [1, 2, 3]) == [100, 200, 300]
-        assert writers.on_loop == [[1, 2, 3]] and writers.on_thread == [[1, 2, 3]]
+        assert writers.on_loop == tried_on_loop and writers.on_thread == [[1, 2, 3]]
         assert "group-commit" in writers.threads
+        assert writers.observed == transactions  # a group counted once per transaction
         assert writers.hooked == [[1, 2, 3]]  # the thread's group, hooked on its loop
         assert committed(engine) == {1, 2, 3}
     finally:
