@@ -233,30 +233,31 @@ class GroupCommitter(Generic[T, R]):
                         break
                     if entry.wanted():
                         batch.append(entry)
-                if batch and not stop and self._busy(len(batch)):
+                if batch and not stop and self.busy(len(batch)):
                     stop = self._wait_for_more(batch)
                 if batch:
                     self.observe(batch)
                     self._commit(batch)
-                    self._last_end, self._last_size = time.monotonic(), len(batch)
+                    self.group_ended(len(batch))
                 if stop:
                     return
         finally:
             self._drop_connection()
 
-    def _busy(self, size: int) -> bool:
-        """Whether a group of ``size`` should wait for more (see the module docstring)."""
-        return self.lingers(size, self._last_size, self._last_end)
-
-    def lingers(self, size: int, last_size: int, last_end: float) -> bool:
-        """Whether a writer whose last group held ``last_size`` and ended at ``last_end``
-        (``time.monotonic()``) lets a group of ``size`` wait for more."""
+    def busy(self, size: int) -> bool:
+        """Whether a group of ``size`` should wait for more (see the module docstring):
+        the last group, of the thread or a loop's writer, held more than one entry and
+        ended under :data:`BUSY_WITHIN` ago."""
         return (
             self.linger > 0
             and size < self.linger_until
-            and last_size > 1
-            and time.monotonic() - last_end < BUSY_WITHIN
+            and self._last_size > 1
+            and time.monotonic() - self._last_end < BUSY_WITHIN
         )
+
+    def group_ended(self, size: int) -> None:
+        """A writer (the thread, or a loop's) is done with a group of ``size``."""
+        self._last_end, self._last_size = time.monotonic(), size
 
     def _wait_for_more(self, batch: list[Entry[T, R]]) -> bool:
         """Add entries arriving within the linger to ``batch``; True if told to stop."""

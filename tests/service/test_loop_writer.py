@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import Connection, Engine, text
 
 from approval_service.errors import RegistryUnavailable
+from approval_service.service import group_commit
 from approval_service.service.group_commit import GroupCommitter
 from approval_service.service.loop_writer import AtOnceOnLoop
 from data_lookups.database import make_engine
@@ -92,13 +93,14 @@ class Writers:
         self.hooked.append(list(items))
 
 
-def committer_for(engine: Engine, writers: Writers) -> GroupCommitter[int, int]:
+def committer_for(engine: Engine, writers: Writers, **options: Any) -> GroupCommitter[int, int]:
     return GroupCommitter(
         engine,
         writers.process,
         after_commit_on_loop=writers.hook,
         at_once_on_loop=AtOnceOnLoop(writers.accepts, writers.at_once),
         observe_group=lambda size, waited: writers.observed.append(size),
+        **options,
     )
 
 
@@ -177,6 +179,34 @@ def test_entries_queued_while_a_group_is_in_flight_make_the_next_group(engine: E
         assert asyncio.run(main()) == [10, 20, 30, 40]
         assert writers.on_loop == [[1], [2, 3, 4]]  # one group in flight at a time
         assert len({id(c) for c in writers.connections}) == 1  # the loop's own connection
+    finally:
+        committer.close()
+
+
+def test_when_the_writer_is_busy_the_thread_takes_the_group_and_lingers(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a group of two, a small group would wait for more: the loop hands it to the
+    thread, which lingers for a fuller group (the loop writes only the quiet service's)."""
+    monkeypatch.setattr(group_commit, "BUSY_WITHIN", 60.0)  # "recently": this whole test
+    writers = Writers()
+    committer = committer_for(engine, writers, linger=5.0, linger_until=4)
+
+    async def main() -> list[int]:
+        try:
+            first = list(await asyncio.gather(committer.run(1), committer.run(2)))
+            third = asyncio.ensure_future(committer.run(3))
+            await asyncio.sleep(0.05)
+            assert writers.on_thread == [] and not third.done()  # the thread waits for more
+            rest = [asyncio.ensure_future(committer.run(v)) for v in (4, 5, 6)]
+            return first + list(await asyncio.wait_for(asyncio.gather(third, *rest), 2.0))
+        finally:
+            await committer.aclose_loop()
+
+    try:
+        assert asyncio.run(main()) == [10, 20, 300, 400, 500, 600]
+        assert writers.on_loop == [[1, 2]]
+        assert writers.on_thread == [[3, 4, 5, 6]]  # went once full, not after 5 s
     finally:
         committer.close()
 
