@@ -114,8 +114,9 @@ class GroupCommitter(Generic[T, R]):
         self.max_batch = max_batch
         self.linger = linger  # seconds a small group of a busy writer waits for more
         self.linger_until = min(linger_until, max_batch)
-        self._last_end = -1.0  # when the last group was done (time.monotonic)
+        self._last_end = float("-inf")  # when the last group was done (time.monotonic)
         self._last_size = 0
+        self._thread_busy = False  # the writer thread is on a group
         self._queue: queue.SimpleQueue[Entry[T, R] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -233,18 +234,22 @@ class GroupCommitter(Generic[T, R]):
                         break
                     if entry.wanted():
                         batch.append(entry)
-                if batch and not stop and self.busy(len(batch)):
+                if batch and not stop and self._busy(len(batch)):
                     stop = self._wait_for_more(batch)
                 if batch:
-                    self.observe(batch)
-                    self._commit(batch)
+                    self._thread_busy = True
+                    try:
+                        self.observe(batch)
+                        self._commit(batch)
+                    finally:
+                        self._thread_busy = False
                     self.group_ended(len(batch))
                 if stop:
                     return
         finally:
             self._drop_connection()
 
-    def busy(self, size: int) -> bool:
+    def _busy(self, size: int) -> bool:
         """Whether a group of ``size`` should wait for more (see the module docstring):
         the last group, of the thread or a loop's writer, held more than one entry and
         ended under :data:`BUSY_WITHIN` ago."""
@@ -258,6 +263,11 @@ class GroupCommitter(Generic[T, R]):
     def group_ended(self, size: int) -> None:
         """A writer (the thread, or a loop's) is done with a group of ``size``."""
         self._last_end, self._last_size = time.monotonic(), size
+
+    def quiet(self) -> bool:
+        """Whether the writers are quiet: no group on the thread, and none ended in the
+        last :data:`BUSY_WITHIN` (a loop's writer takes only such a service's groups)."""
+        return not self._thread_busy and time.monotonic() - self._last_end >= BUSY_WITHIN
 
     def _wait_for_more(self, batch: list[Entry[T, R]]) -> bool:
         """Add entries arriving within the linger to ``batch``; True if told to stop."""

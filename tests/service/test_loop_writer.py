@@ -158,7 +158,9 @@ def test_what_the_loop_declines_the_writer_thread_does(
         committer.close()
 
 
-def test_entries_queued_while_a_group_is_in_flight_make_the_next_group(engine: Engine) -> None:
+def test_entries_queued_while_a_group_is_in_flight_go_to_the_thread(engine: Engine) -> None:
+    """Right after a group the service is not quiet: what queued meanwhile goes to the
+    writer thread, as one group (the loop writes only a quiet service's groups)."""
     writers = Writers()
     committer = committer_for(engine, writers)
 
@@ -176,8 +178,30 @@ def test_entries_queued_while_a_group_is_in_flight_make_the_next_group(engine: E
             await committer.aclose_loop()
 
     try:
-        assert asyncio.run(main()) == [10, 20, 30, 40]
-        assert writers.on_loop == [[1], [2, 3, 4]]  # one group in flight at a time
+        assert asyncio.run(main()) == [10, 200, 300, 400]
+        assert writers.on_loop == [[1]] and writers.on_thread == [[2, 3, 4]]
+    finally:
+        committer.close()
+
+
+def test_once_quiet_again_the_loop_writes_the_next_group(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(group_commit, "BUSY_WITHIN", 0.05)
+    writers = Writers()
+    committer = committer_for(engine, writers)
+
+    async def main() -> list[int]:
+        try:
+            first = await committer.run(1)
+            await asyncio.sleep(0.1)  # twice BUSY_WITHIN
+            return [first, await committer.run(2)]
+        finally:
+            await committer.aclose_loop()
+
+    try:
+        assert asyncio.run(main()) == [10, 20]
+        assert writers.on_loop == [[1], [2]] and writers.on_thread == []
         assert len({id(c) for c in writers.connections}) == 1  # the loop's own connection
     finally:
         committer.close()
