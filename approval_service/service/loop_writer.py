@@ -27,9 +27,11 @@ and the stamps (checked under the locks) keep every decision right.
 Errors, as on the writer thread: :class:`RegistryUnavailable` (the outage, or a
 ``COMMIT`` whose fate is unknown) answers the whole group with it; anything else
 ``write`` raises sends the group to the writer thread, which isolates the entry
-at fault. A connection that failed is dropped; the next group opens a new one (in
-a thread: connecting never blocks the loop). Cancelled (the loop is closing), the
-group's callers are cancelled too: nothing of a cancelled round trip is known.
+at fault. The connection is dropped after any failure (a statement that failed
+leaves its transaction open, with the group's locks, until the socket closes); the
+next group opens a new one (in a thread: connecting never blocks the loop).
+Cancelled (the loop is closing), the group's callers are cancelled too: nothing of
+a cancelled round trip is known.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from sqlalchemy import Connection
 
 from approval_service.errors import RegistryUnavailable
-from approval_service.service.group_entries import Entry, connection_broken, settle_on_loop
+from approval_service.service.group_entries import Entry, settle_on_loop
 
 if TYPE_CHECKING:
     from approval_service.service.group_commit import GroupCommitter
@@ -113,7 +115,14 @@ class LoopWriter(Generic[T, R]):
                 if not committer.quiet():  # the thread makes fuller groups
                     self._hand_over(batch)
                     continue
-                await self._group(batch)
+                try:
+                    await self._group(batch)
+                except Exception as error:  # a bug here: never leave a caller waiting
+                    log.exception("the loop writer failed on a group")
+                    self.drop_connection()
+                    for entry in batch:
+                        if entry.waiter is not None and not entry.waiter.done():
+                            entry.waiter.set_exception(error)
         finally:
             self._task = None
 
@@ -128,7 +137,7 @@ class LoopWriter(Generic[T, R]):
             conn = await self._connection()
             results = await self._at_once.write(conn, items)
         except RegistryUnavailable as error:  # the outage is everyone's, not one entry's
-            self._drop_if_broken()
+            self.drop_connection()  # it may hold a failed transaction, and its locks
             settle_on_loop(_answers(batch, [None] * len(batch), error), None)
             return
         except asyncio.CancelledError:
@@ -139,7 +148,9 @@ class LoopWriter(Generic[T, R]):
             raise
         except Exception:
             log.info("a group on the event loop failed: the writer thread does it", exc_info=True)
-            self._drop_if_broken()
+            # dropped, whatever state it seems in: a statement that failed leaves the
+            # transaction open, holding the group's locks, which the thread is to take
+            self.drop_connection()
             results = None
         if results is None:
             now = time.perf_counter()
@@ -161,10 +172,6 @@ class LoopWriter(Generic[T, R]):
         if self._conn is None:
             self._conn = await asyncio.to_thread(self._committer.open_connection)
         return self._conn
-
-    def _drop_if_broken(self) -> None:
-        if self._conn is not None and (self._conn.invalidated or connection_broken(self._conn)):
-            self.drop_connection()
 
 
 def _answers(

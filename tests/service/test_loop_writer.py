@@ -75,8 +75,12 @@ class Writers:
         if self.outage & set(group):
             conn.connection.driver_connection.close()  # type: ignore[union-attr]
             raise RegistryUnavailable("the registry database is unreachable")
-        if self.bad & set(group):
-            raise ValueError("a bug in the group")
+        if self.bad & set(group):  # fails midway: the transaction holds the values' keys
+            batch = StatementBatch(conn.connection.driver_connection)  # type: ignore[arg-type]
+            batch.add("BEGIN", prepare=False)
+            batch.add_many(INSERT, [(v,) for v in group])
+            batch.add("SELECT 1 / %s", (0,))
+            await batch.arun()
         batch = StatementBatch(conn.connection.driver_connection)  # type: ignore[arg-type]
         batch.add_many(INSERT, [(v,) for v in group])
         batch.add("COMMIT", prepare=False)
@@ -262,11 +266,24 @@ def test_an_outage_answers_the_whole_group_and_the_next_gets_a_new_connection(
 
 
 def test_a_group_that_fails_on_the_loop_is_done_by_the_writer_thread(engine: Engine) -> None:
+    """Its transaction failed midway and stays failed until rolled back: the connection
+    is dropped, so the loop's next group goes on a new one, not on a dead transaction."""
     writers = Writers(bad={2})
     committer = committer_for(engine, writers)
+
+    async def main() -> list[Any]:
+        try:
+            first = await asyncio.gather(committer.run(1), committer.run(2))
+            await asyncio.sleep(0.05)  # quiet again (BUSY_WITHIN is 5 ms)
+            return [*first, await committer.run(7)]
+        finally:
+            await committer.aclose_loop()
+
     try:
-        assert on_one_loop(committer, [1, 2]) == [100, 200]
-        assert writers.on_thread == [[1, 2]] and committed(engine) == {1, 2}
+        assert asyncio.run(main()) == [100, 200, 70]
+        assert writers.on_thread == [[1, 2]] and committed(engine) == {1, 2, 7}
+        first, second = writers.connections[0], writers.connections[-1]
+        assert first is not second and first.closed
     finally:
         committer.close()
 
