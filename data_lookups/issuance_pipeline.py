@@ -310,12 +310,6 @@ class SpareCardNumbers:
         """How many to draw with the next long-way group to have :attr:`keep` at hand."""
         return max(self.keep - len(self._numbers), 0)
 
-    def take(self, n: int) -> list[str]:
-        """The first ``n`` numbers (all there are, if fewer), no longer kept here."""
-        with self._lock:
-            taken, self._numbers = self._numbers[:n], self._numbers[n:]
-        return taken
-
     def take_exactly(self, n: int) -> list[str] | None:
         """The first ``n`` numbers, or None (and none taken) if fewer are kept."""
         with self._lock:

@@ -49,7 +49,6 @@ the writer opens (the service's: ``group_store.writer_session``) before its firs
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import queue
 import threading
@@ -66,6 +65,7 @@ from approval_service.service.group_entries import (
     AfterCommitOnLoop,
     Entry,
     connection_broken,
+    discard_connection,
     settle_on_loop,
 )
 from approval_service.service.loop_writer import AtOnceOnLoop, LoopWriter
@@ -344,21 +344,14 @@ class GroupCommitter(Generic[T, R]):
                 if self.on_connect is not None:
                     self.on_connect(conn)
             except BaseException:  # not set up as it must be: never used
-                with contextlib.suppress(Exception):
-                    conn.invalidate()
-                    conn.close()
+                discard_connection(conn)
                 raise
         return conn
 
     def _drop_connection(self) -> None:
-        # invalidated, never handed back: no pooled caller inherits on_connect's settings
-        if self._conn is not None:
-            try:
-                self._conn.invalidate()
-                self._conn.close()
-            except Exception:  # already broken: nothing more to free
-                log.debug("dropping the writer's connection failed", exc_info=True)
-            self._conn = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            discard_connection(conn)
 
     def _answer(
         self,

@@ -79,3 +79,13 @@ def connection_broken(conn: Connection) -> bool:
     except Exception:
         return True
     return bool(getattr(driver, "closed", False))
+
+
+def discard_connection(conn: Connection) -> None:
+    """Invalidate and close a writer's connection: never handed back to the pool, so no
+    pooled caller inherits the writer's session settings (``on_connect``)."""
+    try:
+        conn.invalidate()
+        conn.close()
+    except Exception:  # already broken: nothing more to free
+        log.debug("dropping a writer's connection failed", exc_info=True)

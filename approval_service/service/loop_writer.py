@@ -28,8 +28,8 @@ Errors, as on the writer thread: :class:`RegistryUnavailable` (the outage, or a
 ``COMMIT`` whose fate is unknown) answers the whole group with it; anything else
 ``write`` raises sends the group to the writer thread, which isolates the entry
 at fault. The connection is dropped after any failure (a statement that failed
-leaves its transaction open, with the group's locks, until the socket closes); the
-next group opens a new one (in a thread: connecting never blocks the loop).
+leaves its transaction failed until it is rolled back: every later batch would
+fail on it); the next group opens a new one (in a thread: connecting never blocks the loop).
 Cancelled (the loop is closing), the group's callers are cancelled too: nothing of
 a cancelled round trip is known.
 """
@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from sqlalchemy import Connection
 
 from approval_service.errors import RegistryUnavailable
-from approval_service.service.group_entries import Entry, settle_on_loop
+from approval_service.service.group_entries import Entry, discard_connection, settle_on_loop
 
 if TYPE_CHECKING:
     from approval_service.service.group_commit import GroupCommitter
@@ -78,8 +78,6 @@ class LoopWriter(Generic[T, R]):
         self._waiting: list[Entry[T, R]] = []
         self._task: asyncio.Task[None] | None = None
         self._conn: Connection | None = None
-        self.groups = 0  # written here, at once
-        self.handed_over = 0  # groups sent to the writer thread
 
     def submit(self, entry: Entry[T, R]) -> None:
         """Queue an entry of this loop; the next group starts on the loop's next turn."""
@@ -94,14 +92,9 @@ class LoopWriter(Generic[T, R]):
         self.drop_connection()
 
     def drop_connection(self) -> None:
-        # never handed back to the pool: no pooled caller inherits the writer's settings
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
-                conn.invalidate()
-                conn.close()
-            except Exception:  # already broken: nothing more to free
-                log.debug("dropping the loop writer's connection failed", exc_info=True)
+            discard_connection(conn)
 
     async def _drain(self) -> None:
         committer = self._committer
@@ -113,7 +106,7 @@ class LoopWriter(Generic[T, R]):
                 if not batch:
                     continue
                 if not committer.quiet():  # the thread makes fuller groups
-                    self._hand_over(batch)
+                    committer.hand_over(batch)
                     continue
                 try:
                     await self._group(batch)
@@ -130,14 +123,14 @@ class LoopWriter(Generic[T, R]):
         committer = self._committer
         items = [entry.item for entry in batch]
         if not self._at_once.accepts(items):
-            self._hand_over(batch)
+            committer.hand_over(batch)
             return
         committer.observe(batch)
         try:
             conn = await self._connection()
             results = await self._at_once.write(conn, items)
         except RegistryUnavailable as error:  # the outage is everyone's, not one entry's
-            self.drop_connection()  # it may hold a failed transaction, and its locks
+            self.drop_connection()  # it may hold a failed transaction
             settle_on_loop(_answers(batch, [None] * len(batch), error), None)
             return
         except asyncio.CancelledError:
@@ -149,24 +142,19 @@ class LoopWriter(Generic[T, R]):
         except Exception:
             log.info("a group on the event loop failed: the writer thread does it", exc_info=True)
             # dropped, whatever state it seems in: a statement that failed leaves the
-            # transaction open, holding the group's locks, which the thread is to take
+            # transaction failed until rolled back, and every later batch would fail on it
             self.drop_connection()
             results = None
         if results is None:
             now = time.perf_counter()
             for entry in batch:
                 entry.queued = now  # a second transaction: its own wait
-            self._hand_over(batch)
+            committer.hand_over(batch)
             return
-        self.groups += 1
         committer.count_group(len(batch))
         committer.group_ended(len(batch))
         after = committer.loop_hook(items, results)
         settle_on_loop(_answers(batch, results, None), after)
-
-    def _hand_over(self, batch: list[Entry[T, R]]) -> None:
-        self.handed_over += 1
-        self._committer.hand_over(batch)
 
     async def _connection(self) -> Connection:
         if self._conn is None:

@@ -352,7 +352,8 @@ def test_numbers_drawn_ahead_and_not_used_are_kept_in_the_order_drawn(
 
 SPARES: list[tuple[list[str], int, list[str], list[str], int]] = [
     # (kept, taken, given back, kept afterwards, wanted with keep=4)
-    ([], 1, [], [], 4),
+    ([], 1, [], [], 4),  # fewer kept than asked for: none taken
+    (["a"], 2, ["b"], ["a", "b"], 2),
     (["a", "b", "c"], 2, [], ["c"], 3),
     (["a"], 0, ["b", "c"], ["a", "b", "c"], 1),
     (["a", "b"], 2, ["b"], ["b"], 3),
@@ -366,7 +367,7 @@ def test_spare_card_numbers_are_taken_in_order_and_topped_up_to_keep(
 ) -> None:
     spare = SpareCardNumbers(keep=4)
     spare.give(kept)
-    assert spare.take(taken) == kept[:taken]
+    assert spare.take_exactly(taken) == (kept[:taken] if taken <= len(kept) else None)
     spare.give(back)
     assert list(spare) == after and len(spare) == len(after)
     assert spare.wanted() == wanted
