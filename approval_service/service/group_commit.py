@@ -64,7 +64,6 @@ from approval_service.service.group_entries import (
     After,
     AfterCommitOnLoop,
     Entry,
-    connection_broken,
     discard_connection,
     settle_on_loop,
 )
@@ -326,7 +325,7 @@ class GroupCommitter(Generic[T, R]):
             with unavailable_as_registry_error(), conn.begin():
                 return self.process(conn, [entry.item for entry in batch])
         except Exception:
-            if conn.invalidated or connection_broken(conn):
+            if conn.invalidated or _broken(conn):
                 self._drop_connection()
             raise
 
@@ -402,3 +401,12 @@ class GroupCommitter(Generic[T, R]):
             self.after_commit(items, results)
         except Exception:  # committed and answered already: never stop the writer
             log.exception("after-commit hook failed")
+
+
+def _broken(conn: Connection) -> bool:
+    """Whether the driver connection under ``conn`` is closed or mid-failure."""
+    try:
+        driver: Any = conn.connection.driver_connection
+    except Exception:
+        return True
+    return bool(getattr(driver, "closed", False))

@@ -72,15 +72,6 @@ async def _run_hook(
         log.exception("after-commit hook on the event loop failed")
 
 
-def connection_broken(conn: Connection) -> bool:
-    """Whether the driver connection under a writer's ``conn`` is closed or mid-failure."""
-    try:
-        driver: Any = conn.connection.driver_connection
-    except Exception:
-        return True
-    return bool(getattr(driver, "closed", False))
-
-
 def discard_connection(conn: Connection) -> None:
     """Invalidate and close a writer's connection: never handed back to the pool, so no
     pooled caller inherits the writer's session settings (``on_connect``)."""
