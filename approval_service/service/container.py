@@ -92,7 +92,7 @@ class Container:
             observe_group=self.metrics.observe_group,
             on_connect=group_store.writer_session,
             at_once_on_loop=(
-                AtOnceOnLoop(self.recorder.goes_at_once, self.recorder.record_at_once_on_loop)
+                AtOnceOnLoop(self.recorder.plan_at_once_on_loop)
                 if self.settings.loop_writer and is_postgres(self.engine)
                 else None
             ),

@@ -53,6 +53,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
@@ -105,6 +106,8 @@ class GroupCommitter(Generic[T, R]):
         self.at_once_on_loop = at_once_on_loop
         # each event loop's writer, when at_once_on_loop is given (see loop_writer)
         self._loop_writers: dict[asyncio.AbstractEventLoop, LoopWriter[T, R]] = {}
+        # loops whose writer was closed (aclose_loop): their later entries go to the thread
+        self._closed_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
         self.on_connect = on_connect
         self.observe_group = observe_group
         self.process = process
@@ -139,31 +142,36 @@ class GroupCommitter(Generic[T, R]):
 
     async def run(self, item: T) -> R:
         """:meth:`write` for a coroutine: the event loop is not blocked while it waits.
-        With ``at_once_on_loop`` the entry goes to this loop's writer first."""
+        With ``at_once_on_loop`` the entry goes to this loop's writer first, unless
+        :meth:`aclose_loop` closed it."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[R] = loop.create_future()
         entry: Entry[T, R] = Entry(item, time.perf_counter(), loop=loop, waiter=waiter)
-        if self.at_once_on_loop is not None:
-            self._loop_writer(loop, self.at_once_on_loop).submit(entry)
+        writer = self._loop_writer(loop)
+        if writer is not None:
+            writer.submit(entry)
         else:
             self._ensure_started()
             self._queue.put(entry)
         return await waiter
 
-    def _loop_writer(
-        self, loop: asyncio.AbstractEventLoop, at_once: AtOnceOnLoop[T, R]
-    ) -> LoopWriter[T, R]:
+    def _loop_writer(self, loop: asyncio.AbstractEventLoop) -> LoopWriter[T, R] | None:
         writer = self._loop_writers.get(loop)
-        if writer is None:
+        if writer is None and self.at_once_on_loop is not None:
             with self._lock:
-                writer = self._loop_writers.setdefault(loop, LoopWriter(self, at_once))
+                if loop in self._closed_loops:
+                    return None
+                writer = self._loop_writers.setdefault(loop, LoopWriter(self, self.at_once_on_loop))
         return writer
 
     async def aclose_loop(self) -> None:
         """Close this event loop's writer (its group in flight finishes first), before the
-        loop closes; :meth:`close` drops the connections of loops that did not."""
+        loop closes; the loop's later entries go to the writer thread. :meth:`close`
+        drops the connections of loops that did not."""
+        loop = asyncio.get_running_loop()
         with self._lock:
-            writer = self._loop_writers.pop(asyncio.get_running_loop(), None)
+            writer = self._loop_writers.pop(loop, None)
+            self._closed_loops.add(loop)
         if writer is not None:
             await writer.aclose()
 
@@ -176,7 +184,7 @@ class GroupCommitter(Generic[T, R]):
 
     def count_group(self, size: int) -> None:
         """A group committed (by the writer thread or a loop's writer)."""
-        with self._counting:  # not _lock: close() holds that while the thread finishes
+        with self._counting:  # both writers count every group: a lock of its own
             self.batches += 1
             self.entries += size
 
@@ -197,12 +205,18 @@ class GroupCommitter(Generic[T, R]):
             await asyncio.wait(mine)
 
     def close(self) -> None:
+        """Let the writer thread finish what was queued, then drop every connection.
+        Joined outside the lock, so that no caller waits on the lock meanwhile."""
         with self._lock:
-            if self._thread is not None:
-                self._queue.put(None)
-                self._thread.join(timeout=10)
-                self._thread = None
+            thread = self._thread  # kept until joined: no second thread on its connection
             writers, self._loop_writers = list(self._loop_writers.values()), {}
+            if thread is not None:
+                self._queue.put(None)
+        if thread is not None:
+            thread.join(timeout=10)
+            with self._lock:
+                if self._thread is thread and not thread.is_alive():
+                    self._thread = None
         for writer in writers:  # their loops are done: nothing is in flight there
             writer.drop_connection()
 

@@ -20,7 +20,7 @@ long way, stamps and earlier answers read first (:mod:`group_store`). A group
 holding an ``Idempotency-Key`` this writer recorded lately goes the long way at
 once (:class:`RecentKeys`): PostgreSQL would refuse it, a round trip for nothing.
 The writer on an event loop (:mod:`loop_writer`) takes that one round trip there
-(:meth:`GroupRecorder.record_at_once_on_loop`); a group it cannot write so is
+(:meth:`GroupRecorder.plan_at_once_on_loop`); a group it cannot write so is
 marked and goes the long way on the writer thread. Both writers share the spare
 card numbers and the recent keys, each behind a lock.
 """
@@ -31,7 +31,8 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
@@ -151,8 +152,9 @@ class GroupRecorder:
                     self._remember_keys(group)
                     return outcomes
                 path = "refused_at_once"
-            elif any(p.refused_at_once for p in group):
-                path = "refused_at_once"  # refused on the event loop's writer
+            elif any(p.refused_at_once is not None for p in group):
+                path = "refused_at_once"  # refused on the event loop's writer: its time
+                started -= max(p.refused_at_once or 0.0 for p in group)  # counted too
             else:
                 path = "checked"
             outcomes = self._record_checked(conn, group)
@@ -195,7 +197,7 @@ class GroupRecorder:
             and len(set(keyed)) == len(keyed)
             and not any(key in self.recent_keys for key in keyed)
             and len({p.stamp.epoch for p in group}) == 1
-            and not any(p.refused_at_once for p in group)
+            and all(p.refused_at_once is None for p in group)
         )
 
     def _at_once_numbers(self, group: Sequence[Pending]) -> list[str] | None:
@@ -217,17 +219,24 @@ class GroupRecorder:
             return None
         return built[3]
 
-    async def record_at_once_on_loop(
-        self, conn: Connection, group: Sequence[Pending]
-    ) -> list[Outcome] | None:
+    def plan_at_once_on_loop(
+        self, group: Sequence[Pending]
+    ) -> Callable[[Connection], Awaitable[list[Outcome] | None]] | None:
         """:meth:`record_group`'s one round trip, for the event loop's writer
-        (:mod:`loop_writer`), awaited there, for a group that :meth:`goes_at_once`.
-        None: nothing was written, and the group goes to the writer thread (refused by
-        PostgreSQL, then marked so that it goes the long way; or its card numbers were
-        taken by the writer thread since it was accepted)."""
+        (:mod:`loop_writer`) to await there, for a group that :meth:`goes_at_once`,
+        with its card numbers taken now (the writer thread cannot take them before it
+        is sent); None if the group does not go at once."""
         numbers = self._at_once_numbers(group)
         if numbers is None:
             return None
+        return partial(self._record_at_once_on_loop, group, numbers)
+
+    async def _record_at_once_on_loop(
+        self, group: Sequence[Pending], numbers: list[str], conn: Connection
+    ) -> list[Outcome] | None:
+        """The planned round trip. None: nothing was written (PostgreSQL refused it), and
+        the group, marked with the time it took, goes the long way on the writer thread,
+        which counts it."""
         started = time.perf_counter()
         try:
             built = self._build_at_once(conn, group, numbers)
@@ -239,8 +248,9 @@ class GroupRecorder:
             self._remember_keys(group)
             self._count("at_once", "at_once", started)
             return built[3]
-        for p in group:  # counted by the writer thread, which takes it the long way
-            p.refused_at_once = True
+        spent = time.perf_counter() - started
+        for p in group:
+            p.refused_at_once = spent
         return None
 
     def _build_at_once(

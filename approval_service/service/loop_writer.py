@@ -2,16 +2,17 @@
 
 A coroutine's entry (:meth:`GroupCommitter.run`) no longer goes to the writer
 thread first. Each event loop has a :class:`LoopWriter` with a connection of its
-own: it takes every entry its loop queued since its last group and, if
-``at_once.accepts`` them, hands them to ``at_once.write`` (the recorder's one round
-trip, :func:`group_store.awrite_at_once`), awaited on the loop, so that a small
-group's write, the wait for PostgreSQL and the answers happen on the loop's thread
-with no hand-over of the GIL to the writer thread and back, and no wake-up of that
-thread. A group not accepted (too large, repeated keys or people, no card numbers
-at hand) goes to the writer thread as it is; ``write`` returns one result per entry
-once the group is durable, or None (nothing written) when PostgreSQL refused it.
-Those entries too go to the writer thread, which does them as it does every group,
-and answers them on their loop.
+own: it takes every entry its loop queued since its last group and asks
+``at_once.plan`` for the group's one round trip (the recorder's,
+:func:`group_store.awrite_at_once`), which it then awaits on the loop, so that a
+small group's write, the wait for PostgreSQL and the answers happen on the loop's
+thread with no hand-over of the GIL to the writer thread and back, and no wake-up
+of that thread. A group with no plan (too large, repeated keys or people, no card
+numbers at hand) goes to the writer thread as it is; a plan takes what it needs
+(card numbers) when it is made, so that nothing can take them before it is sent,
+and returns one result per entry once the group is durable, or None (nothing
+written) when PostgreSQL refused it. Those entries too go to the writer thread,
+which does them as it does every group, and answers them on their loop.
 
 One group at a time is in flight on a loop: entries queued meanwhile make the
 next group. Only a quiet service's groups are written on the loop: none on the
@@ -26,20 +27,24 @@ and the stamps (checked under the locks) keep every decision right.
 
 Errors, as on the writer thread: :class:`RegistryUnavailable` (the outage, or a
 ``COMMIT`` whose fate is unknown) answers the whole group with it; anything else
-``write`` raises sends the group to the writer thread, which isolates the entry
-at fault. The connection is dropped after any failure (a statement that failed
-leaves its transaction failed until it is rolled back: every later batch would
-fail on it); the next group opens a new one (in a thread: connecting never blocks the loop).
+the round trip raises sends the group to the writer thread, which isolates the
+entry at fault. The connection is dropped after any failure (a statement that
+failed leaves its transaction failed until it is rolled back: every later batch
+would fail on it); the next group opens a new one (in a thread: connecting never
+blocks the loop; one that opens after its group was cancelled is dropped too).
 Cancelled (the loop is closing), the group's callers are cancelled too: nothing of
-a cancelled round trip is known.
+a cancelled round trip is known. Once its loop closed it (:meth:`aclose`), a
+loop's later entries go to the writer thread (``GroupCommitter.run``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -61,12 +66,11 @@ R = TypeVar("R")
 class AtOnceOnLoop(Generic[T, R]):
     """What a loop's writer does with a group (the recorder's)."""
 
-    #: whether a group may go at once: asked before anything is sent (no: the writer
-    #: thread takes the group, and only it counts it as a transaction)
-    accepts: Callable[[Sequence[T]], bool]
-    #: the group in one round trip on the loop's connection: one result per entry, or
-    #: None (nothing written) when PostgreSQL refused it and it must go the long way
-    write: Callable[[Connection, Sequence[T]], Awaitable[list[R] | None]]
+    #: the group's one round trip, ready to await on the loop's connection, with what
+    #: it needs taken; None if the group may not go at once (the writer thread takes it,
+    #: and only it counts it as a transaction). The round trip gives one result per
+    #: entry, or None (nothing written) when PostgreSQL refused it
+    plan: Callable[[Sequence[T]], Callable[[Connection], Awaitable[list[R] | None]] | None]
 
 
 class LoopWriter(Generic[T, R]):
@@ -122,13 +126,14 @@ class LoopWriter(Generic[T, R]):
     async def _group(self, batch: list[Entry[T, R]]) -> None:
         committer = self._committer
         items = [entry.item for entry in batch]
-        if not self._at_once.accepts(items):
-            committer.hand_over(batch)
-            return
-        committer.observe(batch)
         try:
             conn = await self._connection()
-            results = await self._at_once.write(conn, items)
+            write = self._at_once.plan(items)  # nothing awaited from here to the send
+            if write is None:
+                committer.hand_over(batch)
+                return
+            committer.observe(batch)
+            results = await write(conn)
         except RegistryUnavailable as error:  # the outage is everyone's, not one entry's
             self.drop_connection()  # it may hold a failed transaction
             settle_on_loop(_answers(batch, [None] * len(batch), error), None)
@@ -158,8 +163,34 @@ class LoopWriter(Generic[T, R]):
 
     async def _connection(self) -> Connection:
         if self._conn is None:
-            self._conn = await asyncio.to_thread(self._committer.open_connection)
+            opening = _open_in_thread(self._committer.open_connection)
+            try:  # shielded: a connection that opens after its group was cancelled (the
+                # loop closing) is dropped by the opening thread, loop or no loop
+                self._conn = await asyncio.shield(asyncio.wrap_future(opening))
+            except asyncio.CancelledError:
+                opening.add_done_callback(_discard_opened)
+                raise
         return self._conn
+
+
+def _open_in_thread(open_connection: Callable[[], Connection]) -> Future[Connection]:
+    """Open a connection on a thread of its own (connecting never blocks the loop)."""
+    opening: Future[Connection] = Future()
+
+    def run() -> None:
+        opening.set_running_or_notify_cancel()
+        try:
+            opening.set_result(open_connection())
+        except BaseException as error:
+            opening.set_exception(error)
+
+    threading.Thread(target=run, name="loop-writer-connect", daemon=True).start()
+    return opening
+
+
+def _discard_opened(opening: Future[Connection]) -> None:
+    if opening.exception() is None:
+        discard_connection(opening.result())
 
 
 def _answers(

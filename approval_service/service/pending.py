@@ -53,9 +53,10 @@ class Pending:
     # the response and its rows, built before the group writer unless the decision
     # issues a card: the writer uses them as they are unless it must decide again
     prebuilt: tuple[dict[str, Any], list[Prepared]] | None = None
-    # PostgreSQL refused the group it was in at once (on the event loop's writer): the
-    # writer thread takes it the long way, without trying at once again
-    refused_at_once: bool = False
+    # PostgreSQL refused the group it was in at once (on the event loop's writer), after
+    # so many seconds: the writer thread takes it the long way, without trying at once
+    # again, and counts those seconds in the group's time
+    refused_at_once: float | None = None
 
 
 @dataclass(frozen=True)

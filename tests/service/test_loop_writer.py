@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -62,8 +62,12 @@ class Writers:
         self.gate = asyncio.Event()
         self.gate.set()
 
-    def accepts(self, group: Sequence[int]) -> bool:
-        return not self.long & set(group)
+    def plan(
+        self, group: Sequence[int]
+    ) -> Callable[[Connection], Awaitable[list[int] | None]] | None:
+        if self.long & set(group):
+            return None
+        return lambda conn: self.at_once(conn, group)
 
     async def at_once(self, conn: Connection, group: Sequence[int]) -> list[int] | None:
         self.on_loop.append(list(group))
@@ -102,7 +106,7 @@ def committer_for(engine: Engine, writers: Writers, **options: Any) -> GroupComm
         engine,
         writers.process,
         after_commit_on_loop=writers.hook,
-        at_once_on_loop=AtOnceOnLoop(writers.accepts, writers.at_once),
+        at_once_on_loop=AtOnceOnLoop(writers.plan),
         observe_group=lambda size, waited: writers.observed.append(size),
         **options,
     )
@@ -318,3 +322,61 @@ def test_closing_drops_the_connections_of_loops_that_did_not_close_theirs(
     assert not conn.closed
     committer.close()
     assert conn.closed
+
+
+def test_after_its_loop_closed_the_writer_its_entries_go_to_the_thread(engine: Engine) -> None:
+    """A late entry (a request answered while the worker shuts down) is still written,
+    by the thread, and opens no loop connection that nothing would close."""
+    writers = Writers()
+    committer = committer_for(engine, writers)
+
+    async def main() -> list[int]:
+        first = await committer.run(1)
+        await committer.aclose_loop()
+        await asyncio.sleep(0.05)  # quiet again (BUSY_WITHIN is 5 ms)
+        return [first, await committer.run(2)]
+
+    try:
+        assert asyncio.run(main()) == [10, 200]
+        assert writers.on_loop == [[1]] and writers.on_thread == [[2]]
+        (conn,) = writers.connections
+        assert conn.closed  # the loop's, closed by aclose_loop and not opened again
+        assert committed(engine) == {1, 2}
+    finally:
+        committer.close()
+
+
+def test_a_connection_that_opens_after_its_loop_closed_is_dropped(engine: Engine) -> None:
+    writers = Writers()
+    committer = committer_for(engine, writers)
+    opening, release = threading.Event(), threading.Event()
+    opened: list[Connection] = []
+    open_connection = committer.open_connection
+
+    def slow_open() -> Connection:
+        opening.set()
+        release.wait(5)
+        conn = open_connection()
+        opened.append(conn)
+        return conn
+
+    committer.open_connection = slow_open  # type: ignore[method-assign]
+
+    async def main() -> None:
+        running = asyncio.ensure_future(committer.run(1))
+        while not opening.is_set():
+            await asyncio.sleep(0.001)
+        assert not running.done()  # its group waits for the connection
+        # returning closes the loop: its writer's group is cancelled while connecting
+
+    try:
+        asyncio.run(main())
+        release.set()
+        for _ in range(500):
+            if opened and opened[0].closed:
+                break
+            threading.Event().wait(0.01)
+        assert opened and opened[0].closed  # dropped, not left open for nobody
+        assert writers.on_loop == [] and committed(engine) == set()
+    finally:
+        committer.close()

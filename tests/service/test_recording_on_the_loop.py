@@ -19,8 +19,19 @@ from sqlalchemy import Connection
 from approval_service.service import group_commit
 from approval_service.service.applications import ApplicationService
 from approval_service.service.container import Container
+from approval_service.service.group_recording import GroupRecorder
+from data_lookups.database import write_transaction
 
-from .applicants import add_person, issued, paths_since, postgres, recorded, write_paths
+from .applicants import (
+    add_person,
+    issued,
+    new_key,
+    paths_since,
+    pending,
+    postgres,
+    recorded,
+    write_paths,
+)
 
 
 @pytest.fixture
@@ -79,3 +90,44 @@ def test_the_writer_on_the_loop_is_postgresqls_and_can_be_turned_off(
         assert off.committer.at_once_on_loop is None
     finally:
         off.close()
+
+
+def refused_seconds(container: Container) -> float:
+    container.metrics.flush()
+    sample = container.metrics.registry.get_sample_value
+    labels = {"path": "refused_at_once"}
+    return sample("miaopi_write_group_seconds_sum", labels) or 0.0
+
+
+def test_a_group_refused_on_the_loop_is_counted_once_with_both_round_trips(
+    container: Container, service: ApplicationService, recorder: GroupRecorder
+) -> None:
+    """Refused on the loop (its key taken by another worker), the group goes the long
+    way on the thread, which counts it once, as refused, with the loop's round trip in
+    its time, as when the thread is refused itself. SQLite: nothing goes at once."""
+    person, key = add_person(container), new_key()
+    doc, created = service.apply("portal", "elderly-allowance", person, None, key)
+    assert created
+    group = [pending(container, service, person, "elderly-allowance", key=key)]
+    write = recorder.plan_at_once_on_loop(group)  # this recorder never saw the key
+    if not postgres(container):
+        assert write is None
+        return
+    assert write is not None
+    conn = container.committer.open_connection()
+    before, seconds = write_paths(container), refused_seconds(container)
+    try:
+        assert asyncio.run(write(conn)) is None  # refused: nothing written, not counted
+        spent = group[0].refused_at_once
+        assert spent is not None and spent > 0
+        assert paths_since(container, before) == {}
+        assert recorder.plan_at_once_on_loop(group) is None  # never at once again
+        group[0].refused_at_once = spent + 0.25  # as if the loop's round trip took longer
+        with write_transaction(container.engine) as thread_conn:
+            (again,) = recorder.record_group(thread_conn, group)
+    finally:
+        conn.invalidate()
+        conn.close()
+    assert not again.created and again.document == doc
+    assert paths_since(container, before) == {"refused_at_once": 1}
+    assert refused_seconds(container) - seconds >= spent + 0.25
