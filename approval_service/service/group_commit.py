@@ -184,7 +184,7 @@ class GroupCommitter(Generic[T, R]):
 
     def count_group(self, size: int) -> None:
         """A group committed (by the writer thread or a loop's writer)."""
-        with self._counting:  # both writers count every group: a lock of its own
+        with self._counting:  # not _lock: close() holds that while the thread finishes
             self.batches += 1
             self.entries += size
 
@@ -205,18 +205,15 @@ class GroupCommitter(Generic[T, R]):
             await asyncio.wait(mine)
 
     def close(self) -> None:
-        """Let the writer thread finish what was queued, then drop every connection.
-        Joined outside the lock, so that no caller waits on the lock meanwhile."""
+        """Let the writer thread finish what was queued, then drop every connection. The
+        lock is held while the thread finishes: no second close, and no new thread on
+        its connection, can start meanwhile."""
         with self._lock:
-            thread = self._thread  # kept until joined: no second thread on its connection
-            writers, self._loop_writers = list(self._loop_writers.values()), {}
-            if thread is not None:
+            if self._thread is not None:
                 self._queue.put(None)
-        if thread is not None:
-            thread.join(timeout=10)
-            with self._lock:
-                if self._thread is thread and not thread.is_alive():
-                    self._thread = None
+                self._thread.join(timeout=10)
+                self._thread = None
+            writers, self._loop_writers = list(self._loop_writers.values()), {}
         for writer in writers:  # their loops are done: nothing is in flight there
             writer.drop_connection()
 
