@@ -126,12 +126,15 @@ class LoopWriter(Generic[T, R]):
     async def _group(self, batch: list[Entry[T, R]]) -> None:
         committer = self._committer
         items = [entry.item for entry in batch]
+        # planned first, so that a group the loop does not write opens no connection; its
+        # card numbers are taken now (lost, a gap, if connecting fails, as a refused
+        # group's are), so the writer thread cannot take them before the send
+        write = self._at_once.plan(items)
+        if write is None:
+            committer.hand_over(batch)
+            return
         try:
             conn = await self._connection()
-            write = self._at_once.plan(items)  # nothing awaited from here to the send
-            if write is None:
-                committer.hand_over(batch)
-                return
             committer.observe(batch)
             results = await write(conn)
         except RegistryUnavailable as error:  # the outage is everyone's, not one entry's
